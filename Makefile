@@ -1,0 +1,43 @@
+# The two commands a new user runs are `make run` and `make test` (see README.md).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test check fmt bench system-deps install clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## Start postroom on the embedded SQLite database in ./.postroom
+run: $(STAMP)
+	$(BIN)/postroom serve
+
+## Install everything the tests need, then run the whole suite
+test: system-deps $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## Debian packages for the real mail servers (Postfix, Dovecot); needs root
+system-deps:
+	bash scripts/install-system-deps.sh
+
+## Format check, lint, types
+check: $(STAMP)
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench
+	$(BIN)/mypy
+
+fmt: $(STAMP)
+	$(BIN)/ruff format src tests bench
+	$(BIN)/ruff check --fix src tests bench
+
+bench: $(STAMP)
+	$(BIN)/python bench/outbound.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,198 @@
+"""Outbound speed, measured side by side in one run against Postfix's C `smtp-sink`.
+
+postroom (send() into the SQLite outbox, then `postroom worker --drain` delivering) is
+compared with plain smtplib as naive code uses it (a new connection per message) and as
+Django uses it (one reused connection), each building its messages the way it would.
+
+    python bench/outbound.py [--messages N] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import signal
+import smtplib
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from email.message import EmailMessage
+from pathlib import Path
+
+from postroom import Postroom
+from postroom.outbox.service import SendRequest
+from postroom.settings import Settings
+
+BODY = ("Run 'nightly-regression' finished: 412 passed, 3 failed, 7 skipped.\n" * 28)[:2000]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_sink(port: int) -> subprocess.Popen[bytes]:
+    exe = shutil.which("smtp-sink") or "/usr/sbin/smtp-sink"
+    if not Path(exe).exists():
+        sys.exit("smtp-sink not found: install Debian's postfix package (make test does)")
+    args = [exe, "-c", "-4"]
+    if os.geteuid() == 0:
+        args += ["-u", "nobody"]
+    proc = subprocess.Popen([*args, f"127.0.0.1:{port}", "1024"], stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return proc
+        except OSError:
+            time.sleep(0.05)
+    sys.exit("smtp-sink did not start")
+
+
+def build(i: int) -> EmailMessage:
+    m = EmailMessage()
+    m["From"] = "Robot <robot@bench.test>"
+    m["To"] = f"user{i}@bench.test"
+    m["Subject"] = f"Run {i} finished"
+    m.set_content(BODY)
+    return m
+
+
+def smtplib_new_connection(port: int, n: int) -> float:
+    started = time.perf_counter()
+    for i in range(n):
+        with smtplib.SMTP("127.0.0.1", port) as s:
+            s.send_message(build(i))
+    return n / (time.perf_counter() - started)
+
+
+def smtplib_reused(port: int, n: int) -> float:
+    started = time.perf_counter()
+    with smtplib.SMTP("127.0.0.1", port) as s:
+        for i in range(n):
+            s.send_message(build(i))
+    return n / (time.perf_counter() - started)
+
+
+def message(i: int) -> dict[str, object]:
+    return {"to": [f"user{i}@bench.test"], "subject": f"Run {i} finished", "text": BODY}
+
+
+def end_to_end(port: int, n: int, data: Path) -> tuple[float, float]:
+    """A running `postroom worker` process (as deployed); the clock runs from the first
+    enqueue until the sink has accepted all ``n`` messages. Returns msgs/s and peak RSS."""
+    app = Postroom.open(settings=Settings(data_dir=data))
+    app.profiles.create(
+        {
+            "name": "bench",
+            "smtp": {"host": "127.0.0.1", "port": port, "security": "none", "auth": "none"},
+            "sender": {"from_address": "robot@bench.test", "from_name": "Robot"},
+            "max_connections": 8,
+        }
+    )
+    env = {**os.environ, "POSTROOM_DATA_DIR": str(data)}
+    exe = str(Path(sys.executable).parent / "postroom")
+    worker = subprocess.Popen([exe, "worker"], env=env, stderr=subprocess.PIPE, text=True)
+    assert worker.stderr is not None
+    worker.stderr.readline()  # "postroom worker … started": it is polling now
+    batch = [SendRequest(message(i), profile="bench") for i in range(n)]
+    started = time.perf_counter()
+    for k in range(0, n, 500):
+        app.send_many(batch[k : k + 500])
+    while app.outbox.queue.counts().get("sent", 0) < n:
+        if time.perf_counter() - started > 600:
+            sys.exit("postroom did not deliver everything within 10 minutes")
+        time.sleep(0.02)
+    elapsed = time.perf_counter() - started
+    worker.send_signal(signal.SIGTERM)
+    worker.wait(30)
+    app.close()
+    return n / elapsed, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+
+
+def postroom_run(port: int, n: int, workdir: Path) -> dict[str, float]:
+    data = workdir / "data"
+    app = Postroom.open(settings=Settings(data_dir=data))
+    app.profiles.create(
+        {
+            "name": "bench",
+            "smtp": {"host": "127.0.0.1", "port": port, "security": "none", "auth": "none"},
+            "sender": {"from_address": "robot@bench.test", "from_name": "Robot"},
+            "max_connections": 8,
+        }
+    )
+    # send() latency, one durable commit per message (synchronous=FULL)
+    latencies = []
+    for i in range(min(n, 1000)):
+        t = time.perf_counter()
+        app.send(message(i), profile="bench")
+        latencies.append((time.perf_counter() - t) * 1000)
+    # send_many throughput, batches of 500
+    started = time.perf_counter()
+    batch = [SendRequest(message(i), profile="bench") for i in range(n)]
+    for k in range(0, n, 500):
+        app.send_many(batch[k : k + 500])
+    many_rate = n / (time.perf_counter() - started)
+    app.close()
+    e2e_rate, rss_mb = end_to_end(port, n, workdir / "e2e")
+    return {
+        "postroom_msgs_per_s": e2e_rate,
+        "send_p50_ms": statistics.median(latencies),
+        "send_p99_ms": statistics.quantiles(latencies, n=100)[98],
+        "send_many_msgs_per_s": many_rate,
+        "worker_peak_rss_mb": rss_mb,
+        "messages": float(n),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=5000)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    port = free_port()
+    sink = start_sink(port)
+    try:
+        baseline_n = min(args.messages, 2000)
+        new_conn = smtplib_new_connection(port, baseline_n)
+        reused = smtplib_reused(port, baseline_n)
+        with tempfile.TemporaryDirectory() as tmp:
+            result = postroom_run(port, args.messages, Path(tmp))
+    finally:
+        sink.terminate()
+        sink.wait(5)
+    out = {
+        **result,
+        "baselines": {"smtplib_new_connection": new_conn, "smtplib_reused_connection": reused},
+        "ratio_vs_smtplib_new_connection": result["postroom_msgs_per_s"] / new_conn,
+        "ratio_vs_smtplib_reused_connection": result["postroom_msgs_per_s"] / reused,
+    }
+    if args.json:
+        print(json.dumps(out, indent=2))
+        return
+    print(f"messages:                      {int(result['messages'])} of ~2 KB, into smtp-sink")
+    print(
+        f"postroom end to end:           {result['postroom_msgs_per_s']:>9.0f} msg/s  (enqueue → 250, worker running)"
+    )
+    print(
+        f"smtplib, new connection each:  {new_conn:>9.0f} msg/s   ratio {out['ratio_vs_smtplib_new_connection']:.2f}x"
+    )
+    print(
+        f"smtplib, one reused connection:{reused:>9.0f} msg/s   ratio {out['ratio_vs_smtplib_reused_connection']:.2f}x"
+    )
+    print(
+        f"send() latency p50 / p99:      {result['send_p50_ms']:.2f} / {result['send_p99_ms']:.2f} ms (SQLite, synchronous=FULL)"
+    )
+    print(f"send_many:                     {result['send_many_msgs_per_s']:>9.0f} msg/s")
+    print(f"worker peak RSS:               {result['worker_peak_rss_mb']:.0f} MB")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,421 @@
+"""Who may use postroom: admin accounts (web UI) and API keys (REST).
+
+Admins may have an email address; a forgotten password is replaced through a single-use
+link mailed to it. The link's token is stored only as a SHA-256 hash (it is 256 random bits,
+so a slow hash buys nothing), expires after :data:`RESET_TTL`, and dies when it is used, when
+another link of the same admin is used, and when the password changes by any path: each
+token remembers a fingerprint of the password hash it may replace.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from pydantic import BaseModel
+from sqlalchemy import ForeignKey, Integer, String, func, select, update
+from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
+
+from postroom.addresses import check_addr_spec, check_single_line
+from postroom.audit import record
+from postroom.db.tables import Admin, ApiKey, Base, utcnow
+from postroom.errors import FieldError, NotFound, ValidationError
+from postroom.profiles.service import name_key
+
+__all__ = [
+    "RESET_LIMIT",
+    "RESET_TTL",
+    "RESET_WINDOW",
+    "Accounts",
+    "AdminRead",
+    "AdminRole",
+    "ApiKeyCreated",
+    "ApiKeyRead",
+    "ApiRole",
+    "PasswordReset",
+    "Principal",
+    "ResetTicket",
+]
+
+_KEY_PREFIX = "prk_"
+MIN_PASSWORD_LENGTH = 12
+#: how long a password reset link works
+RESET_TTL = timedelta(minutes=30)
+#: at most this many reset links per admin within RESET_WINDOW; more requests send nothing
+RESET_LIMIT = 3
+RESET_WINDOW = timedelta(minutes=15)
+_INVALID_RESET = (
+    "This password reset link is not valid any more: it was used, it expired, or the password "
+    "was changed since. Ask for a new one."
+)
+
+
+class ApiRole(StrEnum):
+    ADMIN = "admin"
+    SENDER = "sender"
+
+
+class AdminRole(StrEnum):
+    ADMIN = "admin"
+    VIEWER = "viewer"
+
+
+class ApiKeyRead(BaseModel):
+    id: int
+    name: str
+    role: ApiRole
+    prefix: str
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
+class ApiKeyCreated(ApiKeyRead):
+    key: str
+
+
+class AdminRead(BaseModel):
+    username: str
+    role: AdminRole
+    email: str | None
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class ResetTicket:
+    """A reset link's token (plaintext only here, to be mailed) and whom it is for."""
+
+    token: str
+    username: str
+    email: str
+    expires_at: datetime
+
+
+class PasswordReset(Base):
+    """One password reset link: only the token's hash is kept."""
+
+    __tablename__ = "admin_password_resets"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    admin_id: Mapped[int] = mapped_column(ForeignKey("admins.id", ondelete="CASCADE"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    # the password the link may replace: once it changed, the link is dead
+    password_fp: Mapped[str] = mapped_column(String(64))
+    requested_from: Mapped[str | None] = mapped_column(String(100), default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column()
+    used_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class Principal(BaseModel):
+    """An authenticated caller; ``actor`` is what the audit log records."""
+
+    name: str
+    role: str
+    kind: str
+
+    @property
+    def actor(self) -> str:
+        return f"{self.kind}:{self.name}"
+
+
+def _hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def _fingerprint(password_hash: str) -> str:
+    return hashlib.sha256(password_hash.encode("utf-8")).hexdigest()
+
+
+def _check_password(password: str) -> None:
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise ValidationError(
+            FieldError("password", f"must be at least {MIN_PASSWORD_LENGTH} characters")
+        )
+
+
+def _check_email(value: str | None) -> str | None:
+    value = (value or "").strip()
+    if not value:
+        return None
+    reason = check_addr_spec(value)
+    if reason:
+        raise ValidationError(FieldError("email", reason))
+    return value
+
+
+def _check_name(value: str, field: str) -> str:
+    value = value.strip()
+    if not value or len(value) > 100:
+        raise ValidationError(FieldError(field, "must be 1 to 100 characters"))
+    reason = check_single_line(value)
+    if reason:
+        raise ValidationError(FieldError(field, reason))
+    return value
+
+
+class Accounts:
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self._sessions = sessions
+        self._hasher = PasswordHasher()
+
+    # -- admins -----------------------------------------------------------------------------
+
+    def create_admin(
+        self, username: str, password: str, /, *, role: str = "admin",
+        email: str | None = None, actor: str = "system",
+    ) -> None:  # fmt: skip
+        """Create an account; raises ValidationError (name taken, short password, bad email)."""
+        username = _check_name(username, "username")
+        if role not in AdminRole.__members__.values():
+            raise ValidationError(FieldError("role", "must be 'admin' or 'viewer'"))
+        _check_password(password)
+        email = _check_email(email)
+        with self._sessions() as s:
+            if s.scalar(select(Admin.id).where(Admin.username_key == name_key(username))):
+                raise ValidationError(FieldError("username", f"'{username}' already exists"))
+            self._check_email_free(s, email, None)
+            s.add(Admin(username=username, username_key=name_key(username), role=role,
+                        password_hash=self._hasher.hash(password), email=email))  # fmt: skip
+            details = {"role": role, "email": email} if email else {"role": role}
+            record(s, actor=actor, action="create", target_type="admin", target=username,
+                   details=details)  # fmt: skip
+            s.commit()
+
+    def verify_admin(self, username: str, password: str) -> Principal | None:
+        """The admin when the password matches, else None (same cost for unknown users)."""
+        with self._sessions() as s:
+            row = s.scalar(select(Admin).where(Admin.username_key == name_key(username)))
+            stored = row.password_hash if row else _dummy_hash()
+            try:
+                self._hasher.verify(stored, password)
+            except (VerificationError, InvalidHashError):
+                return None
+            if row is None:
+                return None
+            return Principal(name=row.username, role=row.role, kind="web")
+
+    def has_admin(self) -> bool:
+        with self._sessions() as s:
+            return s.scalar(select(Admin.id).limit(1)) is not None
+
+    def get_admin(self, username: str, /) -> AdminRead:
+        """One account (never its password hash); raises NotFound."""
+        with self._sessions() as s:
+            return AdminRead.model_validate(self._admin(s, username), from_attributes=True)
+
+    def set_email(self, username: str, email: str | None, /, *, actor: str = "system") -> None:
+        """Set (or with None/empty, remove) the address password reset links go to.
+
+        Raises NotFound, and ValidationError when the address is invalid or another
+        account uses it (a reset request by address must find one account).
+        """
+        email = _check_email(email)
+        with self._sessions() as s:
+            row = self._admin(s, username)
+            self._check_email_free(s, email, row.id)
+            old, row.email = row.email, email
+            record(s, actor=actor, action="update", target_type="admin", target=row.username,
+                   details={"changes": {"email": [old, email]}})  # fmt: skip
+            s.commit()
+
+    def set_password(self, username: str, password: str, /, *, actor: str = "system") -> None:
+        """Replace an account's password; its outstanding reset links die with the old one."""
+        _check_password(password)
+        with self._sessions() as s:
+            row = self._admin(s, username)
+            self._replace_password(s, row, password)
+            record(s, actor=actor, action="set_password", target_type="admin", target=row.username)
+            s.commit()
+
+    @staticmethod
+    def _admin(s: Session, username: str) -> Admin:
+        row = s.scalar(select(Admin).where(Admin.username_key == name_key(username)))
+        if row is None:
+            raise NotFound(f"No admin account named '{username}'.")
+        return row
+
+    @staticmethod
+    def _check_email_free(s: Session, email: str | None, admin_id: int | None) -> None:
+        if email is None:
+            return
+        other = s.scalar(select(Admin.id).where(func.lower(Admin.email) == email.lower()))
+        if other is not None and other != admin_id:
+            raise ValidationError(FieldError("email", "another account uses this address"))
+
+    def _replace_password(self, s: Session, row: Admin, password: str) -> None:
+        row.password_hash = self._hasher.hash(password)
+        s.execute(
+            update(PasswordReset)
+            .where(PasswordReset.admin_id == row.id, PasswordReset.used_at.is_(None))
+            .values(used_at=utcnow())
+        )
+
+    # -- password reset links ---------------------------------------------------------------
+
+    def request_password_reset(
+        self, login: str, /, *, requested_from: str | None = None
+    ) -> ResetTicket | None:
+        """A new reset link for the admin whose username or email address is ``login``.
+
+        Returns None, and makes no link, when no account matches, when it has no email
+        address (recorded in the audit log), or when it already had :data:`RESET_LIMIT`
+        links within :data:`RESET_WINDOW`. Never raises for what ``login`` says.
+        """
+        login = login.strip()
+        if not login or len(login) > 254:
+            return None
+        now = utcnow()
+        with self._sessions() as s:
+            row = s.scalar(select(Admin).where(Admin.username_key == name_key(login)))
+            if row is None and "@" in login:
+                row = s.scalar(select(Admin).where(func.lower(Admin.email) == login.lower()))
+            if row is None:
+                return None
+            if not row.email:
+                record(s, actor="web:password-reset", action="request_password_reset",
+                       target_type="admin", target=row.username,
+                       details={"mail_sent": False, "error": "the account has no email address",
+                                "requested_from": requested_from})  # fmt: skip
+                s.commit()
+                return None
+            recent = s.scalar(
+                select(func.count(PasswordReset.id)).where(
+                    PasswordReset.admin_id == row.id,
+                    PasswordReset.created_at > now - RESET_WINDOW,
+                )
+            )
+            if (recent or 0) >= RESET_LIMIT:
+                return None
+            token = secrets.token_urlsafe(32)
+            s.add(PasswordReset(admin_id=row.id, token_hash=_hash_key(token),
+                                password_fp=_fingerprint(row.password_hash),
+                                requested_from=(requested_from or "")[:100] or None,
+                                created_at=now, expires_at=now + RESET_TTL))  # fmt: skip
+            s.commit()
+            return ResetTicket(token, row.username, row.email, now + RESET_TTL)
+
+    def record_reset_mail(
+        self, ticket: ResetTicket, /, *, outbox_id: int | None = None, error: str | None = None
+    ) -> None:
+        """Audit what became of a link's mail; a link whose mail failed is voided."""
+        with self._sessions() as s:
+            details: dict[str, object] = {"mail_sent": error is None, "to": ticket.email}
+            if error is None:
+                details["outbox_id"] = outbox_id
+            else:
+                details["error"] = error
+                s.execute(
+                    update(PasswordReset)
+                    .where(PasswordReset.token_hash == _hash_key(ticket.token))
+                    .values(used_at=utcnow())
+                )
+            record(s, actor="web:password-reset", action="request_password_reset",
+                   target_type="admin", target=ticket.username, details=details)  # fmt: skip
+            s.commit()
+
+    def _valid_reset(self, s: Session, token: str) -> tuple[PasswordReset, Admin] | None:
+        if not token or len(token) > 100:
+            return None
+        link = s.scalar(select(PasswordReset).where(PasswordReset.token_hash == _hash_key(token)))
+        if link is None or link.used_at is not None or link.expires_at <= utcnow():
+            return None
+        admin = s.get(Admin, link.admin_id)
+        if admin is None or not hmac.compare_digest(
+            link.password_fp, _fingerprint(admin.password_hash)
+        ):
+            return None
+        return link, admin
+
+    def reset_link_user(self, token: str, /) -> str | None:
+        """The username a reset link is for, or None when it is not valid (any more)."""
+        with self._sessions() as s:
+            found = self._valid_reset(s, token)
+            return found[1].username if found else None
+
+    def reset_password(self, token: str, password: str, /) -> str:
+        """Set a new password through a reset link and void the link; returns the username.
+
+        Raises NotFound when the link is not valid (any more), ValidationError when the
+        password is too short (the link then stays valid).
+        """
+        with self._sessions() as s:
+            found = self._valid_reset(s, token)
+            if found is None:
+                raise NotFound(_INVALID_RESET)
+            link, admin = found
+            _check_password(password)
+            used = s.execute(
+                update(PasswordReset)
+                .where(PasswordReset.id == link.id, PasswordReset.used_at.is_(None))
+                .values(used_at=utcnow())
+            )
+            if getattr(used, "rowcount", 0) != 1:  # another request used it first
+                raise NotFound(_INVALID_RESET)
+            self._replace_password(s, admin, password)
+            record(s, actor="web:password-reset", action="reset_password",
+                   target_type="admin", target=admin.username,
+                   details={"requested_from": link.requested_from})  # fmt: skip
+            s.commit()
+            return admin.username
+
+    # -- API keys ---------------------------------------------------------------------------
+
+    def create_api_key(self, name: str, /, *, role: str, actor: str = "system") -> ApiKeyCreated:
+        """Create a key; the secret is in the result only, never stored or shown again."""
+        name = _check_name(name, "name")
+        if role not in ApiRole.__members__.values():
+            raise ValidationError(FieldError("role", "must be 'admin' or 'sender'"))
+        key = _KEY_PREFIX + secrets.token_urlsafe(32)
+        with self._sessions() as s:
+            if s.scalar(select(ApiKey.id).where(ApiKey.name == name)):
+                raise ValidationError(FieldError("name", f"an API key named '{name}' exists"))
+            row = ApiKey(name=name, role=role, prefix=key[:12], key_hash=_hash_key(key))
+            s.add(row)
+            record(
+                s,
+                actor=actor,
+                action="create",
+                target_type="api_key",
+                target=name,
+                details={"role": role},
+            )
+            s.commit()
+            return ApiKeyCreated(
+                key=key, **ApiKeyRead.model_validate(row, from_attributes=True).model_dump()
+            )
+
+    def list_api_keys(self) -> list[ApiKeyRead]:
+        with self._sessions() as s:
+            rows = s.scalars(select(ApiKey).order_by(ApiKey.name))
+            return [ApiKeyRead.model_validate(r, from_attributes=True) for r in rows]
+
+    def revoke_api_key(self, name: str, /, *, actor: str = "system") -> None:
+        with self._sessions() as s:
+            row = s.scalar(select(ApiKey).where(ApiKey.name == name))
+            if row is None or row.revoked_at is not None:
+                raise NotFound(f"No active API key named '{name}'.")
+            row.revoked_at = utcnow()
+            record(s, actor=actor, action="revoke", target_type="api_key", target=name)
+            s.commit()
+
+    def verify_api_key(self, key: str) -> Principal | None:
+        if not key.startswith(_KEY_PREFIX) or len(key) > 200:
+            return None
+        with self._sessions() as s:
+            for row in s.scalars(select(ApiKey).where(ApiKey.prefix == key[:12])):
+                if row.revoked_at is None and hmac.compare_digest(row.key_hash, _hash_key(key)):
+                    return Principal(name=row.name, role=row.role, kind="api")
+        return None
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    return PasswordHasher().hash("postroom-dummy-password-for-timing")

@@ -1,0 +1,463 @@
+"""Actionable emails: a request with choices, one signed link per choice and recipient.
+
+Links lead to a confirmation page (GET changes nothing: mail scanners fetch links); the
+POST from that page decides, once. A reply whose first word is a choice, threaded to the
+request and sent by an addressed recipient, decides too. The decision reaches the
+process by callback, webhook and ``GET /api/v1/actions/{id}``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import html
+import json
+import logging
+import re
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pydantic import BaseModel
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from postroom.actions.links import Invalid, LinkClaims, recipient_hash, sign, verify
+from postroom.actions.tables import ActionKey, ActionMessage, ActionRequest
+from postroom.addresses import check_single_line, parse_mailbox
+from postroom.db.tables import Profile, utcnow
+from postroom.errors import FieldError, NotFound, ValidationError
+from postroom.net.policy import NetPolicy
+from postroom.outbox.service import Outbox, SendRequest
+from postroom.profiles.bindings import Bindings
+from postroom.profiles.service import name_key
+from postroom.secrets import SecretBox
+
+__all__ = ["ActionRead", "Actions", "LinkCheck"]
+
+log = logging.getLogger("postroom.actions")
+
+_CHOICE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,39}$")
+_SUBJECT_TOKEN = re.compile(r"\[#(act_[0-9a-f]{16})\]")
+MAX_EXPIRY_S = 90 * 86400
+
+
+class ActionRead(BaseModel):
+    id: str
+    status: str  # pending | decided | expired
+    process: str
+    profile: str
+    subject: str
+    choices: list[str]
+    recipients: list[str]
+    context: dict[str, Any]
+    decision: str | None
+    decided_by: str | None
+    decided_via: str | None
+    decided_at: datetime | None
+    created_at: datetime
+    expires_at: datetime
+    #: the first recipient's link per choice (the whole map is in links_by_recipient)
+    links: dict[str, str] = {}
+    links_by_recipient: dict[str, dict[str, str]] = {}
+
+
+class LinkCheck(BaseModel):
+    """What a link means now: for the confirmation and result pages."""
+
+    ok: bool
+    reason: str | None = None  # invalid | expired | decided
+    action: ActionRead | None = None
+    choice: str | None = None
+    recipient: str | None = None
+
+
+def _read(row: ActionRequest) -> ActionRead:
+    status = row.status
+    if status == "pending" and utcnow() >= row.expires_at:
+        status = "expired"
+    return ActionRead(
+        id=row.id, status=status, process=row.process, profile=row.profile_name,
+        subject=row.subject, choices=list(row.choices), recipients=list(row.recipients),
+        context=dict(row.context or {}), decision=row.decision, decided_by=row.decided_by,
+        decided_via=row.decided_via, decided_at=row.decided_at, created_at=row.created_at,
+        expires_at=row.expires_at,
+    )  # fmt: skip
+
+
+class Actions:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        box: SecretBox,
+        outbox: Outbox,
+        bindings: Bindings,
+        *,
+        public_url: str | None,
+        policy: NetPolicy,
+    ) -> None:
+        self._sessions = sessions
+        self._box = box
+        self._outbox = outbox
+        self._bindings = bindings
+        self._public_url = public_url
+        self._policy = policy
+        self._callbacks: list[Callable[[ActionRead], None]] = []
+
+    # -- keys -------------------------------------------------------------------------------
+
+    def _keys(self) -> tuple[str, dict[str, bytes]]:
+        """The signing key id (newest) and every key by id (old links keep working)."""
+        with self._sessions() as s:
+            rows = list(s.scalars(select(ActionKey).order_by(ActionKey.created_at)))
+            if not rows:
+                kid = secrets.token_hex(4)
+                s.add(ActionKey(kid=kid, key=self._box.encrypt(secrets.token_hex(32))))
+                s.commit()
+                rows = list(s.scalars(select(ActionKey).order_by(ActionKey.created_at)))
+            keys = {
+                r.kid: self._box.decrypt(r.key, what="an action link key").encode() for r in rows
+            }
+            return rows[-1].kid, keys
+
+    def rotate_key(self) -> str:
+        """A new signing key; links signed with older keys stay valid until they expire."""
+        kid = secrets.token_hex(4)
+        with self._sessions() as s:
+            s.add(ActionKey(kid=kid, key=self._box.encrypt(secrets.token_hex(32))))
+            s.commit()
+        return kid
+
+    # -- creating ---------------------------------------------------------------------------
+
+    def _base_url(self, s: Session, profile_name: str) -> str:
+        row = s.scalar(select(Profile).where(Profile.name_key == name_key(profile_name)))
+        base = (row.spec.get("email_actions_base_url") if row else None) or self._public_url
+        if not base:
+            raise ValidationError(
+                FieldError(
+                    "email_actions_base_url",
+                    f"profile '{profile_name}' has no email actions base URL and POSTROOM_PUBLIC_URL "
+                    "is not set: links need the address people reach postroom at",
+                )
+            )
+        return base.rstrip("/")
+
+    def create(
+        self,
+        *,
+        process: str,
+        to: list[str],
+        subject: str,
+        choices: list[str],
+        text: str | None = None,
+        html_body: str | None = None,
+        expires_in_s: int = 7 * 86400,
+        context: dict[str, Any] | None = None,
+        webhook_url: str | None = None,
+    ) -> ActionRead:
+        """Send the request (one mail per recipient) through the process's profile."""
+        errors = []
+        if not choices or len(choices) > 10:
+            errors.append(FieldError("choices", "give 1 to 10 choices"))
+        elif any(not isinstance(c, str) or not _CHOICE.match(c) for c in choices):
+            errors.append(FieldError("choices", "each choice is one word: letters, digits, - or _"))
+        elif len({c.lower() for c in choices}) != len(choices):
+            errors.append(FieldError("choices", "choices must differ (regardless of case)"))
+        if not isinstance(expires_in_s, int) or not 60 <= expires_in_s <= MAX_EXPIRY_S:
+            errors.append(
+                FieldError("expires_in_s", f"must be between 60 and {MAX_EXPIRY_S} seconds")
+            )
+        if not to:
+            errors.append(FieldError("to", "needs at least one recipient"))
+        addresses = []
+        for a in to:
+            try:
+                addresses.append(parse_mailbox(a)[1].lower())
+            except ValueError as exc:
+                errors.append(FieldError("to", str(exc)))
+        if check_single_line(subject or "x") or not subject:
+            errors.append(FieldError("subject", "must be one line of text"))
+        if text is None and html_body is None:
+            errors.append(FieldError("text", "give a text or html body"))
+        if webhook_url is not None and not re.match(r"^https?://[^\s/?#]+", webhook_url):
+            errors.append(FieldError("webhook_url", "must be an http(s) URL"))
+        if errors:
+            raise ValidationError(errors)
+        explanation = self._bindings.explain(process)
+        if explanation.profile is None:
+            raise ValidationError(FieldError("process", explanation.message))
+        action_id = f"act_{secrets.token_hex(8)}"
+        expires_at = utcnow() + timedelta(seconds=expires_in_s)
+        kid, keys = self._keys()
+        with self._sessions() as s:
+            base = self._base_url(s, explanation.profile)
+            s.add(
+                ActionRequest(
+                    id=action_id, process=process, profile_name=explanation.profile,
+                    subject=subject, choices=choices, recipients=addresses,
+                    context=context or {}, expires_at=expires_at, webhook_url=webhook_url,
+                )
+            )  # fmt: skip
+            s.commit()
+        links: dict[str, dict[str, str]] = {}
+        requests = []
+        for address in addresses:
+            mine = {
+                c: f"{base}/actions/{sign(LinkClaims(action_id, c, recipient_hash(address), int(expires_at.timestamp())), key_id=kid, key=keys[kid])}"
+                for c in choices
+            }
+            links[address] = mine
+            requests.append(
+                SendRequest(
+                    {
+                        "to": [address],
+                        "subject": f"{subject} [#{action_id}]",
+                        "text": _text_with_links(text, html_body, mine, expires_at),
+                        "html": _html_with_links(html_body, mine, expires_at) if html_body else None,
+                        "headers": {"Auto-Submitted": "auto-generated", "X-Auto-Response-Suppress": "All",
+                                    "X-Postroom-Action": action_id},
+                    },
+                    process=process,
+                )
+            )  # fmt: skip
+        try:
+            ids = self._outbox.send_many(requests)
+        except ValidationError:
+            with self._sessions() as s:
+                s.delete(s.get(ActionRequest, action_id))
+                s.commit()
+            raise
+        with self._sessions() as s:
+            for address, outbox_id in zip(addresses, ids, strict=True):
+                m = self._outbox.get(outbox_id)
+                s.add(
+                    ActionMessage(
+                        action_id=action_id,
+                        recipient=address,
+                        message_id=m.message_id,
+                        outbox_id=outbox_id,
+                    )
+                )
+            s.commit()
+        result = self.get(action_id)
+        result.links = links[addresses[0]]
+        result.links_by_recipient = links
+        return result
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def get(self, action_id: str, /) -> ActionRead:
+        with self._sessions() as s:
+            row = s.get(ActionRequest, action_id)
+            if row is None:
+                raise NotFound(f"No action request with id {action_id}.")
+            return _read(row)
+
+    def subscribe(self, callback: Callable[[ActionRead], None]) -> None:
+        """Call ``callback`` in this process with each decision."""
+        self._callbacks.append(callback)
+
+    def check_link(self, token: str) -> LinkCheck:
+        """What a link means, without changing anything (for GET and HEAD)."""
+        _, keys = self._keys()
+        claims = verify(token, keys=keys, now=int(time.time()))
+        if isinstance(claims, Invalid):
+            if claims.reason == "expired":
+                return LinkCheck(ok=False, reason="expired")
+            return LinkCheck(ok=False, reason="invalid")
+        with self._sessions() as s:
+            row = s.get(ActionRequest, claims.action_id)
+            if row is None or claims.choice not in row.choices:
+                return LinkCheck(ok=False, reason="invalid")
+            recipient = next(
+                (
+                    r
+                    for r in row.recipients
+                    if hmac.compare_digest(recipient_hash(r), claims.recipient_hash)
+                ),
+                None,
+            )
+            if recipient is None:
+                return LinkCheck(ok=False, reason="invalid")
+            action = _read(row)
+        if action.status == "decided":
+            return LinkCheck(
+                ok=False, reason="decided", action=action, choice=claims.choice, recipient=recipient
+            )
+        if action.status == "expired":
+            return LinkCheck(ok=False, reason="expired", action=action)
+        return LinkCheck(ok=True, action=action, choice=claims.choice, recipient=recipient)
+
+    # -- deciding ---------------------------------------------------------------------------
+
+    def decide_by_link(self, token: str) -> LinkCheck:
+        """Record the link's choice, once. A second use reports the first decision."""
+        check = self.check_link(token)
+        if not check.ok or check.action is None or check.choice is None or check.recipient is None:
+            return check
+        return self._decide(check.action.id, check.choice, check.recipient, "link")
+
+    def _decide(self, action_id: str, choice: str, recipient: str, via: str) -> LinkCheck:
+        now = utcnow()
+        with self._sessions() as s:
+            result = s.execute(
+                update(ActionRequest)
+                .where(
+                    ActionRequest.id == action_id,
+                    ActionRequest.status == "pending",
+                    ActionRequest.expires_at > now,
+                )
+                .values(
+                    status="decided",
+                    decision=choice,
+                    decided_by=recipient,
+                    decided_via=via,
+                    decided_at=now,
+                )
+            )
+            s.commit()
+            row = s.get(ActionRequest, action_id)
+            assert row is not None
+            action = _read(row)
+        if result.rowcount != 1:  # type: ignore[attr-defined]
+            reason = "decided" if action.status == "decided" else "expired"
+            return LinkCheck(
+                ok=False, reason=reason, action=action, choice=choice, recipient=recipient
+            )
+        self._announce(action, row.webhook_url)
+        return LinkCheck(ok=True, action=action, choice=choice, recipient=recipient)
+
+    def decide_by_reply(
+        self,
+        *,
+        from_address: str | None,
+        subject: str,
+        text: str | None,
+        in_reply_to: str | None,
+        references: list[str],
+    ) -> LinkCheck | None:
+        """Decide from a reply: threaded to the request, from an addressed recipient,
+        first word a choice. None when the message is not a reply to any request."""
+        if not from_address:
+            return None
+        sender = from_address.strip().lower()
+        with self._sessions() as s:
+            ids = [i for i in [in_reply_to, *references] if i]
+            msg = (
+                s.scalar(select(ActionMessage).where(ActionMessage.message_id.in_(ids)))
+                if ids
+                else None
+            )
+            action_id = msg.action_id if msg else None
+            if action_id is None:
+                found = _SUBJECT_TOKEN.search(subject or "")
+                action_id = found.group(1) if found else None
+            if action_id is None:
+                return None
+            row = s.get(ActionRequest, action_id)
+            if row is None or sender not in row.recipients:
+                return None
+            choices = {c.lower(): c for c in row.choices}
+        word = _first_word(text or "")
+        if word is None or word.lower() not in choices:
+            return LinkCheck(ok=False, reason="invalid", action=self.get(action_id))
+        return self._decide(action_id, choices[word.lower()], sender, "reply")
+
+    def _announce(self, action: ActionRead, webhook_url: str | None) -> None:
+        for callback in self._callbacks:
+            try:
+                callback(action)
+            except Exception:  # noqa: BLE001 - one broken subscriber must not undo a decision
+                log.exception("an action callback failed for %s", action.id)
+        if webhook_url:
+            threading.Thread(
+                target=self._post_webhook, args=(action, webhook_url), daemon=True
+            ).start()
+
+    def _post_webhook(self, action: ActionRead, url: str) -> None:
+        import asyncio
+        from urllib.parse import urlsplit
+
+        import httpx
+
+        from postroom.net.resolve import BlockedByPolicy, HostNotFound, ResolveTimeout, resolve
+
+        parts = urlsplit(url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        try:
+            # the network policy covers webhooks too: refuse a URL that resolves to, e.g.,
+            # the cloud metadata address
+            asyncio.run(resolve(parts.hostname or "", port, policy=self._policy, timeout=10))
+        except (BlockedByPolicy, HostNotFound, ResolveTimeout, ValueError) as exc:
+            self._webhook_status(action.id, f"not sent: {exc}")
+            return
+
+        body = json.dumps(
+            {"event": "action.decided", "action": action.model_dump(mode="json")}
+        ).encode()
+        stamp = str(int(time.time()))
+        _, keys = self._keys()
+        key = next(iter(keys.values()))
+        signature = hmac.new(key, stamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+        status = "failed"
+        for attempt in range(5):
+            try:
+                r = httpx.post(url, content=body, timeout=10, headers={
+                    "Content-Type": "application/json", "X-Postroom-Timestamp": stamp,
+                    "X-Postroom-Signature": f"v1={signature}"})  # fmt: skip
+                if r.status_code < 300:
+                    status = f"delivered ({r.status_code})"
+                    break
+                status = f"failed ({r.status_code})"
+            except httpx.HTTPError as exc:
+                status = f"failed ({type(exc).__name__})"
+            time.sleep(min(30, 2**attempt))
+        self._webhook_status(action.id, status)
+
+    def _webhook_status(self, action_id: str, status: str) -> None:
+        with self._sessions() as s:
+            s.execute(
+                update(ActionRequest)
+                .where(ActionRequest.id == action_id)
+                .values(webhook_status=status[:500])
+            )
+            s.commit()
+
+
+def _first_word(text: str) -> str | None:
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith(">"):
+            continue
+        word = re.match(r"[A-Za-z0-9_-]+", line)
+        return word.group(0) if word else None
+    return None
+
+
+def _text_with_links(
+    text: str | None, html_body: str | None, links: dict[str, str], expires: datetime
+) -> str:
+    intro = text if text is not None else re.sub(r"<[^>]+>", "", html_body or "")
+    lines = [intro.rstrip(), "", "Choose one:"]
+    for choice, url in links.items():
+        lines.append(f"  {choice}: {url}")
+    lines += ["", f"Or reply with the word {' or '.join(links)} as the first word.",
+              f"These links expire on {expires.astimezone(UTC):%Y-%m-%d %H:%M} UTC."]  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def _html_with_links(html_body: str, links: dict[str, str], expires: datetime) -> str:
+    buttons = " ".join(
+        f'<a href="{html.escape(url)}" style="display:inline-block;padding:8px 16px;margin:4px;'
+        f'border-radius:4px;background:#2b59c3;color:#fff;text-decoration:none">{html.escape(choice.title())}</a>'
+        for choice, url in links.items()
+    )
+    return (
+        f'{html_body}\n<p>{buttons}</p>\n<p style="color:#666;font-size:12px">Or reply with '
+        f"{html.escape(' or '.join(links))} as the first word. The links expire on "
+        f"{expires.astimezone(UTC):%Y-%m-%d %H:%M} UTC.</p>"
+    )

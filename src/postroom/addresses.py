@@ -1,0 +1,115 @@
+"""Strict, pure checks of mail addresses, host names and header-safe text.
+
+Python's ``email.utils.parseaddr`` silently turns ``alice@example.org)<bob@example.com>``
+into ``alice@example.org`` (CVE-2023-27043). Postroom never guesses: an address is
+either exactly one ``local@domain`` or it is rejected with a reason.
+"""
+
+from __future__ import annotations
+
+import re
+
+__all__ = [
+    "parse_mailbox",
+    "check_addr_spec",
+    "check_hostname",
+    "check_single_line",
+    "has_control_chars",
+]
+
+# RFC 5322 dot-atom local part (atext), plus UTF-8 for SMTPUTF8 mailboxes.
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~\-\u0080-\U0010ffff]"
+_LOCAL_RE = re.compile(rf"^{_ATEXT}+(\.{_ATEXT}+)*$")
+_LABEL_RE = re.compile(r"^(?!-)[A-Za-z0-9\-\u0080-\U0010ffff]{1,63}(?<!-)$")
+_NAMED = re.compile(r"^\s*(?P<name>[^<>]*?)\s*<(?P<addr>[^<>]+)>\s*$")
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f\u2028\u2029\u0085]")
+
+
+def has_control_chars(value: str) -> bool:
+    """True when ``value`` holds CR, LF, NUL, another C0 control, DEL or a Unicode line break."""
+    return _CONTROL_RE.search(value) is not None
+
+
+def check_single_line(value: str) -> str | None:
+    """Return a reason when ``value`` cannot be a single header-safe line, else None."""
+    if has_control_chars(value):
+        return "must be a single line without control characters (CR, LF, NUL, tab)"
+    if "=?" in value and "?=" in value:
+        # An RFC 2047 encoded word can smuggle a newline past the email package
+        # (CVE-2024-6923); we encode headers ourselves, so callers never need to.
+        return "must not contain an encoded word (=?…?=); give the text itself"
+    return None
+
+
+def check_hostname(value: str) -> str | None:
+    """Return a reason when ``value`` is not a plausible DNS name or IP literal."""
+    if not value:
+        return "must not be empty"
+    if has_control_chars(value) or any(c.isspace() for c in value):
+        return "must be a host name or IP address without spaces or control characters"
+    if len(value) > 253:
+        return "must be at most 253 characters"
+    if ":" in value:  # IPv6 literal
+        import ipaddress
+
+        try:
+            ipaddress.IPv6Address(value.strip("[]"))
+        except ValueError:
+            return "is not a valid host name or IPv6 address"
+        return None
+    labels = value.rstrip(".").split(".")
+    if not all(_LABEL_RE.match(label) for label in labels):
+        return "is not a valid host name (letters, digits, hyphens and dots)"
+    return None
+
+
+def check_addr_spec(value: str) -> str | None:
+    """Return a reason when ``value`` is not exactly one ``local@domain`` address."""
+    if not value:
+        return "must not be empty"
+    if has_control_chars(value) or any(c.isspace() for c in value):
+        return "must be a single address such as alerts@example.com, without spaces"
+    if len(value) > 254:
+        return "must be at most 254 characters"
+    if value.count("@") != 1:
+        return "must be a single address such as alerts@example.com"
+    local, domain = value.split("@")
+    if not local or len(local) > 64 or not _LOCAL_RE.match(local):
+        return (
+            "has an invalid part before '@' (write just the address, without a display name, "
+            "quotes, brackets or parentheses)"
+        )
+    if domain.startswith("[") and domain.endswith("]"):
+        import ipaddress
+
+        literal = domain[1:-1]
+        try:
+            if literal.lower().startswith("ipv6:"):
+                ipaddress.IPv6Address(literal[5:])
+            else:
+                ipaddress.IPv4Address(literal)
+        except ValueError:
+            return "has an invalid address literal after '@'"
+        return None
+    labels = domain.split(".")
+    if len(labels) < 2 or not all(_LABEL_RE.match(label) for label in labels):
+        return "has an invalid domain after '@' (for example example.com)"
+    return None
+
+
+def parse_mailbox(value: str) -> tuple[str, str]:
+    """``'Name <a@b.c>'`` or ``'a@b.c'`` → (name, address); raises ValueError with a reason."""
+    match = _NAMED.match(value)
+    name, addr = (
+        (match["name"].strip().strip('"'), match["addr"].strip()) if match else ("", value.strip())
+    )
+    reason = check_addr_spec(addr)
+    if reason:
+        raise ValueError(f"'{value}' {reason}")
+    if name:
+        bad = check_single_line(name)
+        if bad or any(c in name for c in '@()<>[];:"\\'):
+            raise ValueError(
+                f"the display name in '{value}' {bad or 'has characters that are not allowed'}"
+            )
+    return name, addr

@@ -1,0 +1,81 @@
+"""The FastAPI application: ``create_app(postroom)``; nothing is built at import time."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, FastAPI
+
+import postroom
+from postroom.actions import pages as action_pages
+from postroom.api.errors import install_error_handlers
+from postroom.api.openapi import add_request_schemas
+from postroom.api.routes import (
+    actions,
+    audit,
+    bindings,
+    connection_tests,
+    health,
+    inbound,
+    messages,
+    metrics,
+    notify,
+    oauth2,
+    profiles,
+)
+from postroom.app import Postroom
+from postroom.notify import pages as unsubscribe_pages
+from postroom.web import install_web
+
+__all__ = ["API_PREFIX", "create_app"]
+
+API_PREFIX = "/api/v1"
+
+_DESCRIPTION = """\
+Email profiles, process bindings, OAuth2 configurations and the audit log of a postroom
+installation. Authenticate with an API key: `Authorization: Bearer <key>`. Errors are
+`{"error": {"code", "message", "field"?}}`; secrets are write-only.
+"""
+
+
+class _PostroomAPI(FastAPI):
+    def openapi(self) -> dict[str, Any]:
+        if not self.openapi_schema:
+            add_request_schemas(super().openapi())
+        assert self.openapi_schema is not None
+        return self.openapi_schema
+
+
+def create_app(app: Postroom) -> FastAPI:
+    """The REST API (under ``/api/v1``) and health endpoints of ``app``."""
+    api = _PostroomAPI(
+        title="postroom",
+        version=postroom.__version__,
+        description=_DESCRIPTION,
+        openapi_url=f"{API_PREFIX}/openapi.json",
+        docs_url=None,  # Swagger UI loads from a CDN; postroom serves no CDN assets
+        redoc_url=None,
+    )
+    api.state.postroom = app
+    install_error_handlers(api)
+    install_web(api, app)  # first: the admin UI owns "/" (and /login, /settings, /static)
+    v1 = APIRouter(prefix=API_PREFIX)
+    for module in (
+        connection_tests,
+        profiles,
+        bindings,
+        oauth2,
+        audit,
+        messages,
+        actions,
+        notify,
+        inbound,
+    ):
+        v1.include_router(module.router)
+    api.include_router(health.router)
+    api.include_router(metrics.router)
+    api.include_router(action_pages.router)
+    api.include_router(unsubscribe_pages.router)
+    api.include_router(oauth2.callback_router)  # the redirect URI, outside /api/v1
+    api.include_router(v1)
+    return api

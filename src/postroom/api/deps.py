@@ -1,0 +1,88 @@
+"""Typed dependencies: the Postroom object, the authenticated caller, JSON bodies."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from postroom.accounts import ApiRole, Principal
+from postroom.api.errors import Unauthorized
+from postroom.app import Postroom
+from postroom.errors import FieldError, PermissionDenied, ValidationError
+
+__all__ = [
+    "AdminDep",
+    "JsonObject",
+    "PostroomDep",
+    "PrincipalDep",
+    "get_postroom",
+    "get_principal",
+    "json_object",
+    "require_admin",
+]
+
+
+def get_postroom(request: Request) -> Postroom:
+    """The Postroom the API was created with (``create_app(postroom)``)."""
+    postroom: Postroom = request.app.state.postroom
+    return postroom
+
+
+PostroomDep = Annotated[Postroom, Depends(get_postroom)]
+
+_bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="ApiKey",
+    description="An API key: `Authorization: Bearer prk_…` (`postroom apikey create`).",
+)
+
+
+def get_principal(
+    postroom: PostroomDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    """The caller of this request; raises Unauthorized without a valid API key."""
+    if credentials is None:
+        raise Unauthorized(
+            "This endpoint needs an API key: send 'Authorization: Bearer <key>'. "
+            "An administrator creates one with `postroom apikey create NAME --role admin`."
+        )
+    principal = postroom.accounts.verify_api_key(credentials.credentials)
+    if principal is None:
+        raise Unauthorized(
+            "The API key is unknown or was revoked; ask an administrator for a new one.",
+            invalid_token=True,
+        )
+    return principal
+
+
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+
+def require_admin(principal: PrincipalDep) -> Principal:
+    """The caller, when its role may read and change configuration; else PermissionDenied."""
+    if principal.role != ApiRole.ADMIN:
+        raise PermissionDenied(
+            f"API key '{principal.name}' has role '{principal.role}', which may send mail "
+            "but not read or change configuration; use a key with role 'admin'."
+        )
+    return principal
+
+
+AdminDep = Annotated[Principal, Depends(require_admin)]
+
+
+async def json_object(request: Request) -> dict[str, Any]:
+    """The request body as a JSON object, for bodies the services validate themselves."""
+    try:
+        data = await request.json()
+    except ValueError:  # JSONDecodeError and UnicodeDecodeError alike
+        raise ValidationError(FieldError("", "The request body is not valid JSON.")) from None
+    if not isinstance(data, dict):
+        raise ValidationError(FieldError("", "The request body must be a JSON object."))
+    return data
+
+
+JsonObject = Annotated[dict[str, Any], Depends(json_object)]

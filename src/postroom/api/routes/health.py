@@ -1,0 +1,35 @@
+"""Liveness and readiness probes (no API key needed)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+
+from postroom.api.deps import PostroomDep
+from postroom.api.schemas import Health
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["health"])
+
+
+@router.get(
+    "/healthz",
+    response_model=Health,
+    response_model_exclude_none=True,
+    summary="The process is alive",
+)
+def healthz() -> Health:
+    return Health(status="ok")
+
+
+@router.get(
+    "/readyz",
+    response_model=Health,
+    summary="The database answers",
+    responses={503: {"model": Health, "description": "The database does not answer"}},
+)
+def readyz(postroom: PostroomDep, response: Response) -> Health:
+    if not postroom.ping():
+        response.status_code = 503
+        return Health(status="unavailable", database="unreachable")
+    return Health(status="ok", database="ok")

@@ -1,0 +1,54 @@
+"""Request and response models of the REST API that are not the services' own."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from postroom.errors import FieldError, ValidationError
+
+__all__ = [
+    "DefaultProfile",
+    "Health",
+    "ProfileDeleted",
+    "ProfileRef",
+    "pop_version",
+]
+
+
+class ProfileRef(BaseModel):
+    """Names a profile (binding a process, setting the default)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    profile: str = Field(min_length=1, max_length=100)
+
+
+class DefaultProfile(BaseModel):
+    """The system default profile; ``null`` when none is set."""
+
+    profile: str | None
+
+
+class ProfileDeleted(BaseModel):
+    name: str
+    unbound: list[str] = Field(description="Processes whose binding the delete removed")
+    was_default: bool
+
+
+class Health(BaseModel):
+    status: str
+    database: str | None = None
+
+
+def pop_version(body: dict[str, Any]) -> int | None:
+    """Take the optional ``version`` (optimistic concurrency) out of an update body."""
+    version = body.pop("version", None)
+    if version is None:
+        return None
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise ValidationError(
+            FieldError("version", "must be a whole number: the version you last read")
+        )
+    return version

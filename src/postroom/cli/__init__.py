@@ -1,0 +1,232 @@
+"""The `postroom` command. Exit codes: 0 ok, 1 the thing failed, 2 bad input."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from typing import Annotated
+
+import typer
+
+from postroom.app import Postroom
+from postroom.cli._common import (
+    CLI_ACTOR,
+    bad_input,
+    handle_errors,
+    opened,
+    print_json,
+    read_secret,
+    table,
+)
+from postroom.cli.events import events_app, subscription_app
+from postroom.cli.inbound import inbound_app
+from postroom.cli.oauth2 import oauth2_app
+from postroom.cli.outbox import outbox_app, send, worker
+from postroom.cli.profiles import bind, explain, profile_app, unbind
+from postroom.cli.templates import template_app
+
+__all__ = ["cli", "main"]
+
+cli = typer.Typer(
+    name="postroom",
+    help="Email for automation platforms: profiles, diagnosis, delivery, inbound mail.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+cli.add_typer(profile_app, name="profile")
+cli.add_typer(oauth2_app, name="oauth2")
+cli.command("bind")(bind)
+cli.command("unbind")(unbind)
+cli.command("explain")(explain)
+cli.command("send")(send)
+cli.command("worker")(worker)
+cli.add_typer(outbox_app, name="outbox")
+cli.add_typer(template_app, name="template")
+cli.add_typer(subscription_app, name="subscription")
+cli.add_typer(events_app, name="events")
+cli.add_typer(inbound_app, name="inbound")
+
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+keys_app = typer.Typer(help="Secret keys that encrypt stored passwords.", no_args_is_help=True)
+admin_app = typer.Typer(help="Admin accounts of the web UI.", no_args_is_help=True)
+apikey_app = typer.Typer(help="API keys for the REST API.", no_args_is_help=True)
+cli.add_typer(db_app, name="db")
+cli.add_typer(keys_app, name="keys")
+cli.add_typer(admin_app, name="admin")
+cli.add_typer(apikey_app, name="apikey")
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+
+
+@cli.command()
+@handle_errors
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address to listen on [POSTROOM_HOST].")] = None,
+    port: Annotated[int | None, typer.Option(help="Port [POSTROOM_PORT].")] = None,
+) -> None:
+    """Run postroom: web UI, REST API and a delivery worker (migrates the database first)."""
+    with opened() as app:
+        host = host or app.settings.host
+        port = port or app.settings.port
+        where = (
+            app.settings.database_url
+            and "the configured database"
+            or (f"SQLite in {app.settings.data_dir.resolve()}")
+        )
+        shown = f"[{host}]" if ":" in host else host
+        typer.echo(f"postroom is running at http://{shown}:{port}/  ({where})", err=True)
+        typer.echo(f"REST API: http://{shown}:{port}/api/v1  (stop with Ctrl+C)", err=True)
+        from postroom.web import setup_url
+
+        link = setup_url(
+            app, base_url=None if app.settings.public_url else f"http://{shown}:{port}"
+        )
+        if link:
+            typer.echo(
+                f"No admin account yet. Create the first one here (the link works once): {link}",
+                err=True,
+            )
+        asyncio.run(_serve(app, host, port))
+
+
+async def _serve(app: Postroom, host: str, port: int) -> None:
+    """The web server, a delivery worker and the IMAP listeners in one process."""
+    import uvicorn
+
+    from postroom.api.app import create_app
+    from postroom.outbox.worker import Worker
+
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(app), host=host, port=port, log_level=app.settings.log_level,
+            access_log=False,
+        )
+    )  # fmt: skip
+    worker = Worker(app)
+    worker_task = asyncio.create_task(worker.run())
+    inbound = app.inbound.runner()
+    inbound_task = asyncio.create_task(inbound.run())
+    try:
+        await server.serve()
+    finally:
+        worker.stop()
+        inbound.stop()
+        await asyncio.gather(worker_task, inbound_task)
+
+
+@db_app.command("upgrade")
+@handle_errors
+def db_upgrade() -> None:
+    """Bring the database schema up to date (also done by `serve`)."""
+    from postroom.db.engine import current_heads
+
+    with opened() as app:
+        heads = ", ".join(current_heads(app.engine))
+        typer.echo(f"Database schema is up to date (revisions {heads}).")
+
+
+@keys_app.command("rotate")
+@handle_errors
+def keys_rotate(
+    retire_old: Annotated[
+        bool, typer.Option("--retire-old", help="Drop old keys from the key file afterwards.")
+    ] = False,
+) -> None:
+    """Re-encrypt every stored secret under a new primary key."""
+    with opened() as app:
+        count = app.rotate_keys(retire_old=retire_old, actor=CLI_ACTOR)
+        source = "POSTROOM_SECRET_KEYS" if app.settings.secret_keys else str(app.settings.key_file)
+    typer.echo(f"Re-encrypted {count} secret(s) under the new primary key ({source}).")
+    if not retire_old and not app.settings.secret_keys:
+        typer.echo(
+            "Old keys stay in the key file; drop them with --retire-old once backups are renewed."
+        )
+
+
+@keys_app.command("generate")
+def keys_generate() -> None:
+    """Print a new key (for POSTROOM_SECRET_KEYS)."""
+    from cryptography.fernet import Fernet
+
+    typer.echo(Fernet.generate_key().decode("ascii"))
+
+
+@admin_app.command("create")
+@handle_errors
+def admin_create(
+    username: str,
+    password_stdin: Annotated[bool, typer.Option("--password-stdin")] = False,
+    password_env: Annotated[str | None, typer.Option("--password-env", metavar="VAR")] = None,
+    role: Annotated[str, typer.Option(help="admin | viewer")] = "admin",
+    email: Annotated[
+        str | None,
+        typer.Option("--email", metavar="ADDR", help="Where password reset links are sent."),
+    ] = None,
+) -> None:
+    """Create a web UI account."""
+    password = read_secret(
+        stdin=password_stdin, env=password_env, prompt="Password", field="password"
+    )
+    if not password:
+        bad_input("password", "is required: use --password-stdin, --password-env or the prompt")
+    with opened() as app:
+        app.accounts.create_admin(username, password, role=role, email=email, actor=CLI_ACTOR)
+    typer.echo(f"Created {role} '{username}'.")
+
+
+@apikey_app.command("create")
+@handle_errors
+def apikey_create(
+    name: str,
+    role: Annotated[str, typer.Option(help="admin | sender")] = "sender",
+    as_json: JsonOpt = False,
+) -> None:
+    """Create an API key; it is printed once and cannot be shown again."""
+    with opened() as app:
+        created = app.accounts.create_api_key(name, role=role, actor=CLI_ACTOR)
+    if as_json:
+        print_json(created)
+    else:
+        typer.echo(created.key)
+        typer.echo(
+            f"API key '{name}' ({role}) created. Store it now: it is not shown again.", err=True
+        )
+
+
+@apikey_app.command("list")
+@handle_errors
+def apikey_list(as_json: JsonOpt = False) -> None:
+    """List API keys (never the keys themselves)."""
+    with opened() as app:
+        keys = app.accounts.list_api_keys()
+    if as_json:
+        print_json(keys)
+        return
+    rows = [
+        [
+            k.name,
+            k.role,
+            k.prefix + "…",
+            f"{k.created_at:%Y-%m-%d}",
+            "revoked" if k.revoked_at else "active",
+        ]
+        for k in keys
+    ]
+    typer.echo(
+        table(rows, ["name", "role", "prefix", "created", "state"]) if rows else "No API keys."
+    )
+
+
+@apikey_app.command("revoke")
+@handle_errors
+def apikey_revoke(name: str) -> None:
+    """Revoke an API key at once."""
+    with opened() as app:
+        app.accounts.revoke_api_key(name, actor=CLI_ACTOR)
+    typer.echo(f"Revoked API key '{name}'.")
+
+
+def main() -> None:
+    # Click reports usage errors with exit code 2 already; we keep that contract.
+    sys.exit(cli(standalone_mode=True))

@@ -1,0 +1,223 @@
+"""`postroom send`, `postroom worker`, `postroom outbox …`."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import mimetypes
+import signal
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from postroom.cli._common import bad_input, handle_errors, opened, print_json, table
+from postroom.outbox.schemas import OutboxRead, OutboxStatus
+
+outbox_app = typer.Typer(help="See and control queued, sent and failed mail.", no_args_is_help=True)
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+
+
+def _attachment(path: str) -> dict[str, Any]:
+    p = Path(path)
+    try:
+        data = p.read_bytes()
+    except OSError as exc:
+        bad_input("attach", f"cannot read {path}: {exc.strerror}")
+    content_type = mimetypes.guess_type(p.name)[0] or "application/octet-stream"
+    return {
+        "filename": p.name,
+        "content_type": content_type,
+        "content": base64.b64encode(data).decode(),
+    }
+
+
+def _when(value: str | None, field: str) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        bad_input(field, f"'{value}' is not an ISO 8601 time such as 2026-11-23T08:00:00+00:00")
+    if when.tzinfo is None:
+        bad_input(field, "needs a time zone, e.g. 2026-11-23T08:00:00+00:00 or …Z")
+    return when
+
+
+@handle_errors
+def send(
+    to: Annotated[list[str], typer.Option("--to", help="Recipient; repeat for several.")],
+    subject: Annotated[str, typer.Option("--subject")] = "",
+    text: Annotated[
+        str | None, typer.Option("--text", help="Plain-text body ('-' = stdin).")
+    ] = None,
+    html: Annotated[str | None, typer.Option("--html", help="HTML body, or @FILE.")] = None,
+    cc: Annotated[list[str] | None, typer.Option("--cc")] = None,
+    bcc: Annotated[list[str] | None, typer.Option("--bcc")] = None,
+    reply_to: Annotated[str | None, typer.Option("--reply-to")] = None,
+    attach: Annotated[list[str] | None, typer.Option("--attach", help="A file; repeat.")] = None,
+    header: Annotated[
+        list[str] | None, typer.Option("--header", help="'Name: value'; repeat.")
+    ] = None,
+    priority: Annotated[str, typer.Option(help="high | normal | low")] = "normal",
+    profile: Annotated[str | None, typer.Option("--profile")] = None,
+    process: Annotated[str | None, typer.Option("--process")] = None,
+    idempotency_key: Annotated[str | None, typer.Option("--idempotency-key")] = None,
+    send_at: Annotated[
+        str | None, typer.Option("--send-at", help="ISO 8601 time with zone.")
+    ] = None,
+    wait: Annotated[bool, typer.Option("--wait", help="Wait until it is sent or failed.")] = False,
+    wait_timeout: Annotated[float, typer.Option("--wait-timeout")] = 60.0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Queue a message; prints its id. With --wait, exits 1 unless it was sent."""
+    if text == "-":
+        text = sys.stdin.read()
+    if html and html.startswith("@"):
+        try:
+            html = Path(html[1:]).read_text("utf-8")
+        except OSError as exc:
+            bad_input("html", f"cannot read {html[1:]}: {exc.strerror}")
+    headers: dict[str, str] = {}
+    for h in header or []:
+        name, sep, value = h.partition(":")
+        if not sep:
+            bad_input("headers", f"'{h}' is not 'Name: value'")
+        headers[name.strip()] = value.strip()
+    message = {
+        "to": to, "cc": cc or [], "bcc": bcc or [], "subject": subject, "text": text,
+        "html": html, "reply_to": reply_to, "headers": headers, "priority": priority,
+        "attachments": [_attachment(a) for a in attach or []],
+    }  # fmt: skip
+    with opened() as app:
+        id = app.send(
+            message, profile=profile, process=process, idempotency_key=idempotency_key,
+            send_at=_when(send_at, "send_at"),
+        )  # fmt: skip
+        result: OutboxRead | None = None
+        if wait:
+            from postroom.outbox.worker import Worker
+
+            asyncio.run(Worker(app).run(drain=True))
+            result = app.outbox.wait(id, timeout_s=wait_timeout)
+    if as_json:
+        print_json(result or {"id": id, "status": "queued"})
+    elif result is None:
+        typer.echo(f"Queued message {id}.")
+    else:
+        typer.echo(
+            f"Message {id}: {result.status}"
+            + (f" ({result.last_error})" if result.last_error else "")
+        )
+    if result is not None and result.status is not OutboxStatus.SENT:
+        raise typer.Exit(1)
+
+
+@handle_errors
+def worker(
+    drain: Annotated[bool, typer.Option("--drain", help="Exit when nothing is due.")] = False,
+    batch: Annotated[int, typer.Option(help="Messages claimed at a time.")] = 500,
+    lease: Annotated[
+        float, typer.Option(help="Seconds a claim is held before others may take it.")
+    ] = 60.0,
+) -> None:
+    """Deliver queued mail until stopped (SIGTERM/Ctrl+C finish what is in hand first)."""
+    from postroom.outbox.worker import Worker
+
+    if not 1 <= batch <= 10_000:
+        bad_input("batch", "must be between 1 and 10000")
+    if not 0.5 <= lease <= 3600:
+        bad_input("lease", "must be between 0.5 and 3600 seconds")
+    with opened(wait_for_database_s=120) as app:
+        w = Worker(app, batch=batch, lease_s=lease)
+
+        async def main() -> None:
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, w.stop)
+            await w.run(drain=drain)
+
+        typer.echo(f"postroom worker {w.name} started", err=True)
+        asyncio.run(main())
+        typer.echo(
+            f"worker {w.name} stopped: {w.sent} sent, {w.retried} to retry, {w.failed} failed",
+            err=True,
+        )
+
+
+@outbox_app.command("list")
+@handle_errors
+def list_messages(
+    status: Annotated[
+        str | None, typer.Option(help="queued|sending|sent|retrying|failed|bounced|cancelled")
+    ] = None,
+    profile: Annotated[str | None, typer.Option()] = None,
+    process: Annotated[str | None, typer.Option()] = None,
+    since: Annotated[str | None, typer.Option(help="ISO 8601 time with zone.")] = None,
+    until: Annotated[str | None, typer.Option(help="ISO 8601 time with zone.")] = None,
+    limit: Annotated[int, typer.Option()] = 50,
+    as_json: JsonOpt = False,
+) -> None:
+    """List messages, newest first."""
+    if status is not None and status not in OutboxStatus.__members__.values():
+        bad_input("status", f"must be one of {', '.join(OutboxStatus)}")
+    with opened() as app:
+        items = app.outbox.list(
+            status=status, profile=profile, process=process,
+            since=_when(since, "since"), until=_when(until, "until"), limit=limit,
+        )  # fmt: skip
+    if as_json:
+        print_json(items)
+        return
+    if not items:
+        typer.echo("No messages.")
+        return
+    rows = [
+        [str(m.id), m.status.value, m.profile, f"{m.created_at:%Y-%m-%d %H:%M:%S}", str(m.attempts),
+         ", ".join(m.recipients)[:40], m.subject[:40]]
+        for m in items
+    ]  # fmt: skip
+    typer.echo(table(rows, ["id", "status", "profile", "created (UTC)", "tries", "to", "subject"]))
+
+
+@outbox_app.command("show")
+@handle_errors
+def show(id: int, as_json: JsonOpt = False) -> None:
+    """One message with every attempt and the server's replies."""
+    with opened() as app:
+        m = app.outbox.get(id)
+    if as_json:
+        print_json(m)
+        return
+    typer.echo(f"Message {m.id}: {m.status.value}")
+    typer.echo(f"  profile:    {m.profile}" + (f" (process {m.process})" if m.process else ""))
+    typer.echo(f"  subject:    {m.subject}")
+    typer.echo(f"  to:         {', '.join(m.recipients)}")
+    typer.echo(f"  message-id: {m.message_id}")
+    typer.echo(
+        f"  created:    {m.created_at:%Y-%m-%d %H:%M:%S} UTC; due {m.due_at:%Y-%m-%d %H:%M:%S}"
+    )
+    if m.last_error:
+        typer.echo(f"  last error: {m.last_error}")
+    for a in m.history:
+        typer.echo(f"  attempt {a.at:%H:%M:%S} {a.worker}: {a.outcome} {a.code or ''} {a.text}")
+
+
+@outbox_app.command("retry")
+@handle_errors
+def retry(id: int) -> None:
+    """Send a failed or cancelled message again now."""
+    with opened() as app:
+        m = app.outbox.retry(id)
+    typer.echo(f"Message {m.id} is queued again.")
+
+
+@outbox_app.command("cancel")
+@handle_errors
+def cancel(id: int) -> None:
+    """Cancel a message that has not been sent yet."""
+    with opened() as app:
+        m = app.outbox.cancel(id)
+    typer.echo(f"Message {m.id} is cancelled.")

@@ -1,0 +1,65 @@
+"""Engine and session factory; Alembic migrations run programmatically."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.orm import Session, sessionmaker
+
+__all__ = ["make_engine", "make_sessionmaker", "upgrade"]
+
+_MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    # WAL lets readers run beside the single writer; FULL makes a returned send() durable
+    # across power loss, which is the outbox's whole promise.
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=FULL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA busy_timeout=10000")
+    cur.close()
+
+
+def make_engine(url: str) -> Engine:
+    """Create an engine for ``url`` (``sqlite:///…`` or ``postgresql+psycopg://…``)."""
+    if url.startswith("sqlite"):
+        path = url.split("///", 1)[-1]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 10})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+
+
+def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+def _alembic_config(engine: Engine) -> Any:
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(_MIGRATIONS))
+    cfg.attributes["engine"] = engine
+    return cfg
+
+
+def upgrade(engine: Engine, revision: str = "heads") -> None:
+    """Bring the schema to ``revision`` (idempotent). Every branch head by default:
+    features add their tables on branches from a common base."""
+    from alembic import command
+
+    command.upgrade(_alembic_config(engine), revision)
+
+
+def current_heads(engine: Engine) -> list[str]:
+    """The applied revision of every migration branch."""
+    from alembic.runtime.migration import MigrationContext
+
+    with engine.connect() as conn:
+        return sorted(MigrationContext.configure(conn).get_current_heads())

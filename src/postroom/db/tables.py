@@ -1,0 +1,232 @@
+"""Database tables (SQLAlchemy 2, ``Mapped[...]``). Secrets live only as ciphertext columns."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    TypeDecorator,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+__all__ = [
+    "Admin",
+    "ApiKey",
+    "AuditEntry",
+    "Base",
+    "Binding",
+    "OAuth2Config",
+    "Profile",
+    "SystemSetting",
+    "utcnow",
+]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite stores naive values)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {datetime: UTCDateTime, dict[str, Any]: JSON, list[str]: JSON}
+
+
+class Profile(Base):
+    __tablename__ = "profiles"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    # casefolded name: uniqueness is case-insensitive on every backend
+    name_key: Mapped[str] = mapped_column(String(100), unique=True)
+    enabled: Mapped[bool] = mapped_column(default=True)
+    # the ProfileSpec without secrets, as JSON
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    smtp_password: Mapped[str | None] = mapped_column(Text, default=None)
+    imap_password: Mapped[str | None] = mapped_column(Text, default=None)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_test: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    last_used_at: Mapped[datetime | None] = mapped_column(default=None)
+    secret_rotated_at: Mapped[datetime | None] = mapped_column(default=None)
+
+    __mapper_args__ = {"version_id_col": version}
+
+
+class SystemSetting(Base):
+    __tablename__ = "system_settings"
+
+    key: Mapped[str] = mapped_column(String(100), primary_key=True)
+    value: Mapped[str | None] = mapped_column(Text)
+
+
+class Binding(Base):
+    __tablename__ = "bindings"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    process: Mapped[str] = mapped_column(String(200))
+    process_key: Mapped[str] = mapped_column(String(200), unique=True)
+    profile_id: Mapped[int] = mapped_column(ForeignKey("profiles.id", ondelete="CASCADE"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class OAuth2Config(Base):
+    __tablename__ = "oauth2_configs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    name_key: Mapped[str] = mapped_column(String(100), unique=True)
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    client_secret: Mapped[str | None] = mapped_column(Text, default=None)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __mapper_args__ = {"version_id_col": version}
+
+
+class AuditEntry(Base):
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    actor: Mapped[str] = mapped_column(String(200))
+    action: Mapped[str] = mapped_column(String(50))
+    target_type: Mapped[str] = mapped_column(String(50))
+    target: Mapped[str] = mapped_column(String(200))
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+    __table_args__ = (Index("ix_audit_log_at", "at"),)
+
+
+class ApiKey(Base):
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    role: Mapped[str] = mapped_column(String(20))
+    prefix: Mapped[str] = mapped_column(String(20), index=True)
+    key_hash: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(default=None)
+    revoked_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class Admin(Base):
+    __tablename__ = "admins"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    username: Mapped[str] = mapped_column(String(100))
+    username_key: Mapped[str] = mapped_column(String(100), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    role: Mapped[str] = mapped_column(String(20), default="admin")
+    email: Mapped[str | None] = mapped_column(String(254), default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class OutboxMessage(Base):
+    """One message to deliver. ``raw`` is the complete message, composed once at enqueue."""
+
+    __tablename__ = "outbox_messages"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    profile_id: Mapped[int | None] = mapped_column(
+        ForeignKey("profiles.id", ondelete="SET NULL"), default=None
+    )
+    profile_name: Mapped[str] = mapped_column(String(100))
+    process: Mapped[str | None] = mapped_column(String(200), default=None)
+    status: Mapped[str] = mapped_column(String(20))
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    due_at: Mapped[datetime] = mapped_column(default=utcnow)
+    deadline_at: Mapped[datetime] = mapped_column()
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    lease_owner: Mapped[str | None] = mapped_column(String(80), default=None)
+    lease_until: Mapped[datetime | None] = mapped_column(default=None)
+    message_id: Mapped[str] = mapped_column(String(250))
+    idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True, default=None)
+    subject: Mapped[str] = mapped_column(Text, default="")
+    envelope_from: Mapped[str] = mapped_column(String(254))
+    recipients: Mapped[list[str]] = mapped_column(JSON)
+    raw: Mapped[bytes] = mapped_column(LargeBinary)
+    last_code: Mapped[int | None] = mapped_column(Integer, default=None)
+    last_error: Mapped[str | None] = mapped_column(Text, default=None)
+    recipient_results: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    sent_at: Mapped[datetime | None] = mapped_column(default=None)
+
+    __table_args__ = (
+        Index("ix_outbox_due", "status", "due_at"),
+        Index("ix_outbox_profile_status", "profile_id", "status"),
+        Index("ix_outbox_created", "created_at"),
+    )
+
+
+class OutboxAttempt(Base):
+    """One delivery attempt of a message, with the server's reply."""
+
+    __tablename__ = "outbox_attempts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    outbox_id: Mapped[int] = mapped_column(
+        ForeignKey("outbox_messages.id", ondelete="CASCADE"), index=True
+    )
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    worker: Mapped[str] = mapped_column(String(80))
+    outcome: Mapped[str] = mapped_column(String(20))
+    code: Mapped[int | None] = mapped_column(Integer, default=None)
+    text: Mapped[str] = mapped_column(Text, default="")
+    recipient_results: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    duration_ms: Mapped[float] = mapped_column(default=0.0)
+
+
+class RateWindow(Base):
+    """Messages sent per profile per minute, shared by every worker (rate_limit_per_minute)."""
+
+    __tablename__ = "rate_windows"
+
+    profile_id: Mapped[int] = mapped_column(
+        ForeignKey("profiles.id", ondelete="CASCADE"), primary_key=True
+    )
+    window: Mapped[int] = mapped_column(Integer, primary_key=True)
+    count: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class ConnectionSlot(Base):
+    """A lease on one of a profile's ``max_connections``, shared by every worker."""
+
+    __tablename__ = "connection_slots"
+
+    profile_id: Mapped[int] = mapped_column(
+        ForeignKey("profiles.id", ondelete="CASCADE"), primary_key=True
+    )
+    slot: Mapped[int] = mapped_column(Integer, primary_key=True)
+    owner: Mapped[str | None] = mapped_column(String(80), default=None)
+    lease_until: Mapped[datetime | None] = mapped_column(default=None)

@@ -1,0 +1,212 @@
+"""Outgoing messages: validated strictly, then composed once into the bytes that are sent (pure).
+
+Python's email package lets some header injections through (an encoded newline in a
+subject becomes a real header, CVE-2024-6923) and ``parseaddr`` silently rewrites odd
+addresses (CVE-2023-27043). Here every header value and address is checked *before* the
+email package sees it, and the composed bytes are checked again: CRLF only, no bare CR
+or LF. Dot-stuffing and the single end-of-data marker are the SMTP client's job.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from datetime import UTC, datetime
+from email.utils import format_datetime, make_msgid
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+
+from postroom.addresses import check_single_line, parse_mailbox
+from postroom.notify.mime import Part, address_header, encode_header, render
+from postroom.profiles.schemas import SenderSettings
+
+__all__ = [
+    "Attachment",
+    "Composed",
+    "OutgoingMessage",
+    "Priority",
+    "compose",
+    "parse_mailbox",
+]
+
+MAX_BODY_BYTES = 25 * 1024 * 1024
+_HEADER_NAME = re.compile(r"^[!-9;-~]{1,76}$")  # RFC 5322 ftext
+_RESERVED_HEADERS = frozenset(
+    h.lower()
+    for h in (
+        "From", "To", "Cc", "Bcc", "Subject", "Date", "Message-ID", "Reply-To", "Sender",
+        "Return-Path", "Received", "MIME-Version", "Content-Type", "Content-Transfer-Encoding",
+        "Content-Disposition", "Importance", "X-Priority",
+    )
+)  # fmt: skip
+_BARE_NEWLINE = re.compile(rb"(?<!\r)\n|\r(?!\n)")
+
+
+class Priority(StrEnum):
+    HIGH = "high"
+    NORMAL = "normal"
+    LOW = "low"
+
+    @property
+    def rank(self) -> int:
+        return {"high": 10, "normal": 0, "low": -10}[self.value]
+
+
+def _mailboxes(v: Any) -> list[str]:
+    if v is None:
+        return []
+    if isinstance(v, str):
+        v = [v]
+    if not isinstance(v, list):
+        raise ValueError("must be an address or a list of addresses")
+    for item in v:
+        if not isinstance(item, str):
+            raise ValueError("must be an address or a list of addresses")
+        parse_mailbox(item)
+    return list(v)
+
+
+Mailboxes = Annotated[list[str], BeforeValidator(_mailboxes)]
+
+
+def _b64(v: Any) -> bytes:
+    if isinstance(v, bytes):
+        return v
+    if isinstance(v, str):
+        try:
+            return base64.b64decode(v, validate=True)
+        except ValueError:
+            raise ValueError("must be base64-encoded") from None
+    raise ValueError("must be bytes or base64 text")
+
+
+class Attachment(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    filename: str = Field(min_length=1, max_length=255)
+    content_type: str = Field(default="application/octet-stream", pattern=r"^[\w.+-]+/[\w.+-]+$")
+    content: Annotated[bytes, BeforeValidator(_b64)]
+
+    @field_validator("filename")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if check_single_line(v) or "/" in v or "\\" in v:
+            raise ValueError("must be a plain file name on one line")
+        return v
+
+
+class OutgoingMessage(BaseModel):
+    """What a process asks postroom to send."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    to: Mailboxes = Field(default_factory=list)
+    cc: Mailboxes = Field(default_factory=list)
+    bcc: Mailboxes = Field(default_factory=list)
+    subject: str = Field(default="", max_length=998)
+    text: str | None = None
+    html: str | None = None
+    reply_to: str | None = None
+    headers: dict[str, str] = Field(default_factory=dict, max_length=50)
+    attachments: list[Attachment] = Field(default_factory=list, max_length=100)
+    priority: Priority = Priority.NORMAL
+
+    @field_validator("subject")
+    @classmethod
+    def _subject(cls, v: str) -> str:
+        reason = check_single_line(v)
+        if reason:
+            raise ValueError(reason)
+        return v
+
+    @field_validator("reply_to")
+    @classmethod
+    def _reply_to(cls, v: str | None) -> str | None:
+        if v:
+            parse_mailbox(v)
+        return v or None
+
+    @field_validator("headers")
+    @classmethod
+    def _headers(cls, v: dict[str, str]) -> dict[str, str]:
+        for name, value in v.items():
+            if not _HEADER_NAME.match(name):
+                raise ValueError(f"'{name}' is not a valid header name")
+            if name.lower() in _RESERVED_HEADERS:
+                raise ValueError(f"'{name}' is set by postroom; use the message's own field")
+            reason = check_single_line(value)
+            if reason:
+                raise ValueError(f"{name} {reason}")
+        return v
+
+    @model_validator(mode="after")
+    def _complete(self) -> OutgoingMessage:
+        if not (self.to or self.cc or self.bcc):
+            raise ValueError("to: needs at least one recipient (to, cc or bcc)")
+        if self.text is None and self.html is None:
+            raise ValueError("text: give a text or an html body (or both)")
+        size = len((self.text or "").encode()) + len((self.html or "").encode())
+        size += sum(len(a.content) for a in self.attachments)
+        if size > MAX_BODY_BYTES:
+            raise ValueError(f"text: the message is larger than {MAX_BODY_BYTES // 2**20} MiB")
+        for body in (self.text, self.html):
+            if body is not None and "\x00" in body:
+                raise ValueError("text: must not contain NUL characters")
+        return self
+
+
+class Composed(BaseModel):
+    raw: bytes
+    message_id: str
+    envelope_from: str
+    recipients: list[str]
+
+
+def _lines(body: str | None) -> str | None:
+    """One kind of line break: a lone CR or LF in a body must not reach the wire as such."""
+    if body is None:
+        return None
+    return body.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def compose(
+    message: OutgoingMessage, *, sender: SenderSettings, now: datetime | None = None
+) -> Composed:
+    """The message as bytes with CRLF line endings, its Message-ID, envelope sender and recipients."""
+    local, domain = sender.from_address.rsplit("@", 1)
+    message_id = make_msgid(domain=domain)
+    headers = [address_header("From", [(sender.from_name or "", sender.from_address)])]
+    if message.to:
+        headers.append(address_header("To", [parse_mailbox(a) for a in message.to]))
+    if message.cc:
+        headers.append(address_header("Cc", [parse_mailbox(a) for a in message.cc]))
+    headers += [
+        encode_header("Subject", message.subject),
+        f"Date: {format_datetime(now or datetime.now(UTC))}",
+        f"Message-ID: {message_id}",
+    ]
+    reply_to = message.reply_to or sender.reply_to
+    if reply_to:
+        headers.append(address_header("Reply-To", [parse_mailbox(reply_to)]))
+    if message.priority is Priority.HIGH:
+        headers += ["Importance: high", "X-Priority: 1"]
+    elif message.priority is Priority.LOW:
+        headers += ["Importance: low", "X-Priority: 5"]
+    headers += [encode_header(name, value) for name, value in message.headers.items()]
+    raw = render(
+        headers,
+        _lines(message.text),
+        _lines(message.html),
+        [Part(a.content, a.content_type, a.filename) for a in message.attachments],
+    )
+    if _BARE_NEWLINE.search(raw):  # defence in depth: the checks above should make this impossible
+        raise ValueError("composed message has a bare CR or LF")
+    recipients = [parse_mailbox(a)[1] for a in (*message.to, *message.cc, *message.bcc)]
+    return Composed(
+        raw=raw,
+        message_id=message_id,
+        envelope_from=sender.from_address,
+        recipients=list(dict.fromkeys(recipients)),
+    )

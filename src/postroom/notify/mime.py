@@ -1,0 +1,125 @@
+"""A small MIME writer for the messages postroom composes (pure).
+
+Composition with ``email.message.EmailMessage`` costs ≈ 1 ms per message, more than
+sending it (see docs/decisions/0003-delivery-speed.md). Postroom's messages have one
+shape — text and/or HTML, optional attachments, headers already validated to be single
+lines — so they are written directly: RFC 2047 encoded words for non-ASCII header text,
+quoted-printable for non-ASCII or long-lined bodies, base64 for attachments, CRLF only.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+import secrets
+from email.header import Header
+
+__all__ = ["Part", "address_header", "encode_header", "render"]
+
+_ATOM_PHRASE = re.compile(r"^[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~ .]*$")
+_LONG_LINE = 998
+
+
+def encode_header(name: str, value: str) -> str:
+    """``Name: value`` folded to RFC 5322 lines; non-ASCII as UTF-8 encoded words."""
+    if value.isascii() and len(name) + 2 + len(value) <= 78:
+        return f"{name}: {value}"
+    encoded = Header(value, "utf-8" if not value.isascii() else "us-ascii", header_name=name)
+    return f"{name}: {encoded.encode(linesep=chr(13) + chr(10), maxlinelen=78)}"
+
+
+def _display_name(name: str) -> str:
+    if not name:
+        return ""
+    if not name.isascii():
+        return Header(name, "utf-8").encode(maxlinelen=10_000)
+    if _ATOM_PHRASE.match(name) and not name.startswith(".") and ".." not in name:
+        return name
+    return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def address_header(name: str, mailboxes: list[tuple[str, str]]) -> str:
+    """``To: Name <a@b.c>, d@e.f`` with one mailbox per folded line when long."""
+    parts = []
+    for display, addr in mailboxes:
+        shown = _display_name(display)
+        parts.append(f"{shown} <{addr}>" if shown else addr)
+    line = f"{name}: " + ", ".join(parts)
+    if len(line) <= 78:
+        return line
+    return f"{name}: " + ",\r\n ".join(parts)
+
+
+def _text_part(body: str, subtype: str) -> list[str]:
+    body = body.replace("\r\n", "\n").replace("\r", "\n")
+    if body.endswith("\n"):
+        body = body[:-1]  # the part's own line end follows
+    lines = body.split("\n")
+    if body.isascii() and all(len(line) <= _LONG_LINE for line in lines):
+        return [
+            f'Content-Type: text/{subtype}; charset="us-ascii"',
+            "Content-Transfer-Encoding: 7bit",
+            "",
+            "\r\n".join(lines),
+        ]
+    encoded = binascii.b2a_qp(body.encode("utf-8"), istext=True).decode("ascii")
+    return [
+        f'Content-Type: text/{subtype}; charset="utf-8"',
+        "Content-Transfer-Encoding: quoted-printable",
+        "",
+        encoded.replace("\n", "\r\n"),
+    ]
+
+
+class Part:
+    """An attachment: bytes, a content type and a file name."""
+
+    __slots__ = ("content", "content_type", "filename")
+
+    def __init__(self, content: bytes, content_type: str, filename: str) -> None:
+        self.content, self.content_type, self.filename = content, content_type, filename
+
+    def lines(self) -> list[str]:
+        disposition = encode_header(
+            "Content-Disposition", f'attachment; filename="{self.filename}"'
+        )
+        if not self.filename.isascii():
+            disposition = "Content-Disposition: attachment; filename*=utf-8''" + "".join(
+                c if c.isalnum() and c.isascii() else "".join(f"%{b:02X}" for b in c.encode())
+                for c in self.filename
+            )
+        data = base64.encodebytes(self.content).decode("ascii").replace("\n", "\r\n").rstrip("\r\n")
+        return [
+            f"Content-Type: {self.content_type}",
+            "Content-Transfer-Encoding: base64",
+            disposition,
+            "",
+            data,
+        ]
+
+
+def _multipart(subtype: str, parts: list[list[str]]) -> list[str]:
+    boundary = f"==postroom_{secrets.token_hex(12)}=="
+    out = [f'Content-Type: multipart/{subtype}; boundary="{boundary}"', "", ""]
+    body: list[str] = []
+    for part in parts:
+        body += [f"--{boundary}", *part]
+    body += [f"--{boundary}--", ""]
+    out[-1] = "\r\n".join(body)
+    return out
+
+
+def render(
+    headers: list[str], text: str | None, html: str | None, attachments: list[Part]
+) -> bytes:
+    """The complete message: ``headers`` (already encoded lines), then the MIME body."""
+    alternatives = []
+    if text is not None:
+        alternatives.append(_text_part(text, "plain"))
+    if html is not None:
+        alternatives.append(_text_part(html, "html"))
+    body = alternatives[0] if len(alternatives) == 1 else _multipart("alternative", alternatives)
+    if attachments:
+        body = _multipart("mixed", [body, *(a.lines() for a in attachments)])
+    return ("\r\n".join([*headers, "MIME-Version: 1.0", *body]) + "\r\n").encode("ascii")

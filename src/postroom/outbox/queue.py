@@ -1,0 +1,529 @@
+"""The outbox in the database: enqueue durably, claim with a lease, record every attempt.
+
+A claim marks messages ``sending`` with a lease (``lease_until``) and an owner token.
+Completing a message is allowed only to the owner whose lease it still holds, so a
+worker that was stopped past its lease (and whose messages another worker took over)
+cannot overwrite what the new owner did. On PostgreSQL claims use ``FOR UPDATE SKIP
+LOCKED`` so many workers never take the same message; SQLite has one writer anyway.
+"""
+
+from __future__ import annotations
+
+import builtins
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, exists, func, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from postroom.db.tables import OutboxAttempt, OutboxMessage, Profile, utcnow
+from postroom.errors import Conflict, NotFound
+from postroom.oauth2.tables import OAuth2Pause
+from postroom.outbox.policy import GiveUp, RetryPolicy, next_attempt
+from postroom.outbox.schemas import (
+    DUE_STATES,
+    AttemptRead,
+    OutboxRead,
+    OutboxStatus,
+    OutboxSummary,
+)
+from postroom.smtp.replies import Outcome
+
+__all__ = ["Claim", "Delivery", "Enqueue", "OutboxQueue", "new_row"]
+
+DEFAULT_DEADLINE = timedelta(hours=24)
+# A profile whose OAuth2 configuration needs consent is paused: its messages stay queued.
+_NOT_PAUSED = ~exists().where(OAuth2Pause.profile_id == OutboxMessage.profile_id)
+
+
+@dataclass(frozen=True)
+class Enqueue:
+    """One composed message ready to store."""
+
+    profile_id: int
+    profile_name: str
+    process: str | None
+    priority: int
+    due_at: datetime
+    deadline_at: datetime
+    message_id: str
+    idempotency_key: str | None
+    subject: str
+    envelope_from: str
+    recipients: list[str]
+    raw: bytes
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A message a worker holds: deliver it, then report a :class:`Delivery`."""
+
+    id: int
+    token: str
+    profile_id: int
+    envelope_from: str
+    recipients: list[str]
+    raw: bytes
+    attempts: int
+    deadline_at: datetime
+    message_id: str
+
+
+@dataclass
+class Delivery:
+    """What happened when a worker tried a claimed message."""
+
+    claim: Claim
+    outcome: Outcome
+    code: int | None
+    text: str
+    worker: str
+    duration_ms: float = 0.0
+    recipient_results: dict[str, Any] | None = field(default=None)
+    #: not tried at all (e.g. the database was away): queue it again, count no attempt
+    release: bool = False
+
+
+def new_row(item: Enqueue) -> OutboxMessage:
+    """The outbox row for a composed message, queued."""
+    return OutboxMessage(
+        profile_id=item.profile_id,
+        profile_name=item.profile_name,
+        process=item.process,
+        status=OutboxStatus.QUEUED.value,
+        priority=item.priority,
+        due_at=item.due_at,
+        deadline_at=item.deadline_at,
+        message_id=item.message_id,
+        idempotency_key=item.idempotency_key,
+        subject=item.subject,
+        envelope_from=item.envelope_from,
+        recipients=item.recipients,
+        raw=item.raw,
+    )
+
+
+class OutboxQueue:
+    def __init__(
+        self, sessions: sessionmaker[Session], *, retry: RetryPolicy | None = None
+    ) -> None:
+        self._sessions = sessions
+        self._retry = retry or RetryPolicy()
+
+    # -- writing new messages ---------------------------------------------------------------
+
+    def add(self, items: Sequence[Enqueue]) -> builtins.list[int]:
+        """Store ``items`` in one transaction; returns their ids once committed.
+
+        A repeated idempotency key returns the id of the message first stored with it.
+        """
+        with self._sessions() as s:
+            ids: list[int] = []
+            keys = [i.idempotency_key for i in items if i.idempotency_key]
+            existing: dict[str, int] = {}
+            if keys:
+                existing = dict(
+                    s.execute(
+                        select(OutboxMessage.idempotency_key, OutboxMessage.id).where(
+                            OutboxMessage.idempotency_key.in_(keys)
+                        )
+                    ).all()  # type: ignore[arg-type]
+                )
+            rows: list[OutboxMessage | int] = []
+            for item in items:
+                if item.idempotency_key and item.idempotency_key in existing:
+                    rows.append(existing[item.idempotency_key])
+                    continue
+                row = new_row(item)
+                s.add(row)
+                rows.append(row)
+            try:
+                s.commit()
+            except IntegrityError:
+                # two callers raced with the same idempotency key: the first one won
+                s.rollback()
+                if len(items) == 1 and items[0].idempotency_key:
+                    found = s.scalar(
+                        select(OutboxMessage.id).where(
+                            OutboxMessage.idempotency_key == items[0].idempotency_key
+                        )
+                    )
+                    if found is not None:
+                        return [found]
+                raise
+            for r in rows:
+                ids.append(r if isinstance(r, int) else r.id)
+            return ids
+
+    # -- workers ----------------------------------------------------------------------------
+
+    def claim(self, worker: str, *, limit: int, lease_s: float) -> builtins.list[Claim]:
+        """Take up to ``limit`` due messages of enabled profiles (and expired leases)."""
+        now = utcnow()
+        token = f"{worker}:{uuid.uuid4().hex[:12]}"
+        with self._sessions() as s:
+            due = (
+                select(OutboxMessage.id)
+                .join(Profile, Profile.id == OutboxMessage.profile_id)
+                .where(
+                    Profile.enabled.is_(True),
+                    _NOT_PAUSED,
+                    or_(
+                        and_(OutboxMessage.status.in_(DUE_STATES), OutboxMessage.due_at <= now),
+                        and_(
+                            OutboxMessage.status == OutboxStatus.SENDING.value,
+                            OutboxMessage.lease_until < now,
+                        ),
+                    ),
+                )
+                .order_by(OutboxMessage.priority.desc(), OutboxMessage.due_at)
+                .limit(limit)
+            )
+            if s.get_bind().dialect.name == "postgresql":
+                due = due.with_for_update(skip_locked=True, of=OutboxMessage)
+            ids = list(s.scalars(due))
+            if not ids:
+                return []
+            rows = s.execute(
+                update(OutboxMessage)
+                .where(OutboxMessage.id.in_(ids))
+                .values(
+                    status=OutboxStatus.SENDING.value,
+                    lease_owner=token,
+                    lease_until=now + timedelta(seconds=lease_s),
+                    attempts=OutboxMessage.attempts + 1,
+                )
+                .returning(
+                    OutboxMessage.id,
+                    OutboxMessage.profile_id,
+                    OutboxMessage.envelope_from,
+                    OutboxMessage.recipients,
+                    OutboxMessage.raw,
+                    OutboxMessage.attempts,
+                    OutboxMessage.deadline_at,
+                    OutboxMessage.message_id,
+                    OutboxMessage.priority,
+                    OutboxMessage.due_at,
+                )
+            ).all()
+            s.commit()
+        rows = sorted(rows, key=lambda r: (-r.priority, r.due_at))
+        return [
+            Claim(
+                id=r.id,
+                token=token,
+                profile_id=r.profile_id,
+                envelope_from=r.envelope_from,
+                recipients=list(r.recipients),
+                raw=bytes(r.raw),
+                attempts=r.attempts,
+                deadline_at=r.deadline_at,
+                message_id=r.message_id,
+            )
+            for r in rows
+        ]
+
+    def extend(self, claims: Sequence[Claim], *, lease_s: float) -> int:
+        """Renew the lease of claims still owned; returns how many were renewed."""
+        if not claims:
+            return 0
+        until = utcnow() + timedelta(seconds=lease_s)
+        with self._sessions() as s:
+            count = 0
+            for token in {c.token for c in claims}:
+                result = s.execute(
+                    update(OutboxMessage)
+                    .where(
+                        OutboxMessage.id.in_([c.id for c in claims if c.token == token]),
+                        OutboxMessage.lease_owner == token,
+                        OutboxMessage.status == OutboxStatus.SENDING.value,
+                    )
+                    .values(lease_until=until)
+                )
+                count += result.rowcount  # type: ignore[attr-defined]
+            s.commit()
+            return count
+
+    def release(self, claims: Sequence[Claim], *, due_at: datetime | None = None) -> int:
+        """Give claims back untried (shutdown, rate limit): queued again, attempt not counted."""
+        if not claims:
+            return 0
+        with self._sessions() as s:
+            count = 0
+            for c in claims:
+                result = s.execute(
+                    update(OutboxMessage)
+                    .where(
+                        OutboxMessage.id == c.id,
+                        OutboxMessage.lease_owner == c.token,
+                        OutboxMessage.status == OutboxStatus.SENDING.value,
+                    )
+                    .values(
+                        status=OutboxStatus.QUEUED.value,
+                        lease_owner=None,
+                        lease_until=None,
+                        attempts=OutboxMessage.attempts - 1,
+                        due_at=due_at or utcnow(),
+                    )
+                )
+                count += result.rowcount  # type: ignore[attr-defined]
+            s.commit()
+            return count
+
+    def complete(self, deliveries: Sequence[Delivery]) -> builtins.list[int]:
+        """Record outcomes in one transaction; returns the ids whose write was refused
+        because the worker no longer owned them (its lease expired and was taken over)."""
+        refused: list[int] = []
+        attempts: list[dict[str, Any]] = []
+        now = utcnow()
+        # the common case — accepted, no per-recipient refusals — is one statement per owner
+        plain = [
+            d
+            for d in deliveries
+            if d.outcome is Outcome.SENT and not d.release and not d.recipient_results
+        ]
+        chosen = {id(d) for d in plain}
+        others = [d for d in deliveries if id(d) not in chosen]
+        with self._sessions() as s:
+            for token in {d.claim.token for d in plain}:
+                mine = [d for d in plain if d.claim.token == token]
+                done = set(
+                    s.scalars(
+                        update(OutboxMessage)
+                        .where(
+                            OutboxMessage.id.in_([d.claim.id for d in mine]),
+                            OutboxMessage.lease_owner == token,
+                            OutboxMessage.status == OutboxStatus.SENDING.value,
+                        )
+                        .values(
+                            status=OutboxStatus.SENT.value, sent_at=now, last_error=None,
+                            lease_owner=None, lease_until=None, last_code=250,
+                            recipient_results=None,
+                        )
+                        .returning(OutboxMessage.id)
+                    )
+                )  # fmt: skip
+                for d in mine:
+                    if d.claim.id in done:
+                        attempts.append(_attempt_row(d, now))
+                    else:
+                        refused.append(d.claim.id)
+            for d in others:
+                if self._complete_one(s, d, now):
+                    if not d.release:
+                        attempts.append(_attempt_row(d, now))
+                else:
+                    refused.append(d.claim.id)
+            if attempts:
+                s.execute(insert(OutboxAttempt), attempts)
+            s.commit()
+        return refused
+
+    def _complete_one(self, s: Session, d: Delivery, now: datetime) -> bool:
+        c = d.claim
+        values: dict[str, Any] = {
+            "lease_owner": None,
+            "lease_until": None,
+            "last_code": d.code,
+            "recipient_results": d.recipient_results,
+        }
+        if d.release:
+            values |= {
+                "status": OutboxStatus.QUEUED.value,
+                "attempts": OutboxMessage.attempts - 1,
+                "due_at": now + timedelta(seconds=1),
+            }
+        elif d.outcome is Outcome.SENT:
+            values |= {"status": OutboxStatus.SENT.value, "sent_at": now, "last_error": None}
+        else:
+            decision = next_attempt(
+                c.attempts, d.code if d.outcome is Outcome.PERMANENT else None,
+                now=now, deadline=c.deadline_at, policy=self._retry,
+            )  # fmt: skip
+            if isinstance(decision, GiveUp):
+                values |= {
+                    "status": OutboxStatus.FAILED.value,
+                    "last_error": f"{d.text} — gave up: {decision.reason}",
+                }
+            else:
+                values |= {
+                    "status": OutboxStatus.RETRYING.value,
+                    "due_at": decision.at,
+                    "last_error": d.text,
+                }
+        result = s.execute(
+            update(OutboxMessage)
+            .where(
+                OutboxMessage.id == c.id,
+                OutboxMessage.lease_owner == c.token,
+                OutboxMessage.status == OutboxStatus.SENDING.value,
+            )
+            .values(**values)
+        )
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    # -- reading and control ----------------------------------------------------------------
+
+    def get(self, id: int, /) -> OutboxRead:
+        with self._sessions() as s:
+            row = s.get(OutboxMessage, id)
+            if row is None:
+                raise NotFound(f"No outbox message with id {id}.")
+            attempts = s.scalars(
+                select(OutboxAttempt)
+                .where(OutboxAttempt.outbox_id == id)
+                .order_by(OutboxAttempt.id)
+            )
+            return OutboxRead(
+                **_summary(row).model_dump(),
+                deadline_at=row.deadline_at,
+                recipient_results=row.recipient_results,
+                history=[AttemptRead.model_validate(a, from_attributes=True) for a in attempts],
+            )
+
+    def list(
+        self,
+        *,
+        status: str | None = None,
+        profile: str | None = None,
+        process: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 100,
+    ) -> builtins.list[OutboxSummary]:
+        """Newest first, filtered."""
+        q = (
+            select(OutboxMessage)
+            .order_by(OutboxMessage.id.desc())
+            .limit(max(1, min(limit, 10_000)))
+        )
+        if status:
+            q = q.where(OutboxMessage.status == status)
+        if profile:
+            q = q.where(func.lower(OutboxMessage.profile_name) == profile.strip().lower())
+        if process:
+            q = q.where(func.lower(OutboxMessage.process) == process.strip().lower())
+        if since:
+            q = q.where(OutboxMessage.created_at >= since)
+        if until:
+            q = q.where(OutboxMessage.created_at < until)
+        with self._sessions() as s:
+            return [_summary(r) for r in s.scalars(q)]
+
+    def counts(self) -> dict[str, int]:
+        with self._sessions() as s:
+            rows = s.execute(
+                select(OutboxMessage.status, func.count()).group_by(OutboxMessage.status)
+            ).all()
+            return {status: n for status, n in rows}
+
+    def due_or_in_flight(self, *, within_s: float = 5.0) -> int:
+        """Messages of enabled profiles due within ``within_s``, plus those being sent.
+
+        The horizon covers messages a worker gave back for a moment (no free connection
+        slot), so a draining worker does not stop just before they are due again.
+        """
+        now = utcnow() + timedelta(seconds=within_s)
+        with self._sessions() as s:
+            return int(
+                s.scalar(
+                    select(func.count())
+                    .select_from(OutboxMessage)
+                    .join(Profile, Profile.id == OutboxMessage.profile_id)
+                    .where(
+                        Profile.enabled.is_(True),
+                        _NOT_PAUSED,
+                        or_(
+                            and_(OutboxMessage.status.in_(DUE_STATES), OutboxMessage.due_at <= now),
+                            OutboxMessage.status == OutboxStatus.SENDING.value,
+                        ),
+                    )
+                )
+                or 0
+            )
+
+    def oldest_due_age_s(self) -> float:
+        with self._sessions() as s:
+            oldest = s.scalar(
+                select(func.min(OutboxMessage.due_at)).where(OutboxMessage.status.in_(DUE_STATES))
+            )
+        if oldest is None:
+            return 0.0
+        if oldest.tzinfo is None:
+            from datetime import UTC
+
+            oldest = oldest.replace(tzinfo=UTC)
+        return max(0.0, (utcnow() - oldest).total_seconds())
+
+    def retry(self, id: int, /) -> OutboxSummary:
+        """Send a failed or cancelled message again now, with a fresh deadline."""
+        with self._sessions() as s:
+            row = s.get(OutboxMessage, id)
+            if row is None:
+                raise NotFound(f"No outbox message with id {id}.")
+            if row.status not in (
+                OutboxStatus.FAILED.value, OutboxStatus.CANCELLED.value,
+                OutboxStatus.RETRYING.value, OutboxStatus.BOUNCED.value,
+            ):  # fmt: skip
+                raise Conflict(
+                    f"Message {id} is {row.status}; only failed, cancelled, bounced or retrying messages can be retried."
+                )
+            now = utcnow()
+            row.status = OutboxStatus.QUEUED.value
+            row.due_at = now
+            row.deadline_at = now + DEFAULT_DEADLINE
+            s.commit()
+            return _summary(row)
+
+    def cancel(self, id: int, /) -> OutboxSummary:
+        """Stop a message that has not been sent yet."""
+        with self._sessions() as s:
+            result = s.execute(
+                update(OutboxMessage)
+                .where(OutboxMessage.id == id, OutboxMessage.status.in_(DUE_STATES))
+                .values(status=OutboxStatus.CANCELLED.value)
+            )
+            s.commit()
+            row = s.get(OutboxMessage, id)
+            if row is None:
+                raise NotFound(f"No outbox message with id {id}.")
+            if result.rowcount == 0:  # type: ignore[attr-defined]
+                raise Conflict(
+                    f"Message {id} is {row.status}; only queued or retrying messages can be cancelled."
+                )
+            return _summary(row)
+
+
+def _attempt_row(d: Delivery, now: datetime) -> dict[str, Any]:
+    return {
+        "outbox_id": d.claim.id,
+        "at": now,
+        "worker": d.worker,
+        "outcome": d.outcome.value,
+        "code": d.code,
+        "text": d.text[:2000],
+        "recipient_results": d.recipient_results,
+        "duration_ms": round(d.duration_ms, 1),
+    }
+
+
+def _summary(row: OutboxMessage) -> OutboxSummary:
+    return OutboxSummary(
+        id=row.id,
+        status=OutboxStatus(row.status),
+        profile=row.profile_name,
+        process=row.process,
+        subject=row.subject,
+        recipients=list(row.recipients),
+        message_id=row.message_id,
+        attempts=row.attempts,
+        created_at=row.created_at,
+        due_at=row.due_at,
+        sent_at=row.sent_at,
+        last_code=row.last_code,
+        last_error=row.last_error,
+    )

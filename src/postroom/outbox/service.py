@@ -1,0 +1,185 @@
+"""Sending: resolve the profile, validate and compose, and store durably in the outbox."""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from postroom.db.tables import Binding, Profile, SystemSetting
+from postroom.errors import FieldError, ValidationError
+from postroom.notify.compose import OutgoingMessage, compose
+from postroom.outbox.queue import DEFAULT_DEADLINE, Enqueue, OutboxQueue, new_row
+from postroom.outbox.schemas import OutboxRead, OutboxSummary
+from postroom.profiles.schemas import SenderSettings
+from postroom.profiles.service import DEFAULT_PROFILE_KEY, name_key
+from postroom.validation import validate_model
+
+__all__ = ["Outbox", "SendRequest", "Stager"]
+
+
+@dataclass(frozen=True)
+class SendRequest:
+    """One message of a :meth:`Outbox.send_many` batch."""
+
+    message: OutgoingMessage | dict[str, Any]
+    profile: str | None = None
+    process: str | None = None
+    idempotency_key: str | None = None
+    send_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class _Resolved:
+    id: int
+    name: str
+    sender: SenderSettings
+
+
+class Outbox:
+    """The send API and the outbox's status and control."""
+
+    def __init__(self, sessions: sessionmaker[Session], queue: OutboxQueue) -> None:
+        self._sessions = sessions
+        self.queue = queue
+
+    def _resolve(self, s: Session, profile: str | None, process: str | None) -> _Resolved:
+        row: Profile | None = None
+        if profile:
+            row = s.scalar(select(Profile).where(Profile.name_key == name_key(profile)))
+            if row is None:
+                raise ValidationError(FieldError("profile", f"no profile named '{profile}'"))
+        elif process:
+            binding = s.scalar(select(Binding).where(Binding.process_key == name_key(process)))
+            if binding is not None:
+                row = s.get(Profile, binding.profile_id)
+        if row is None:
+            setting = s.get(SystemSetting, DEFAULT_PROFILE_KEY)
+            if setting and setting.value:
+                row = s.get(Profile, int(setting.value))
+        if row is None:
+            who = f"process '{process}' has no binding and " if process else ""
+            raise ValidationError(
+                FieldError(
+                    "profile",
+                    f"{who}there is no system default profile: name a profile, bind the "
+                    "process (`postroom bind`), or set a default (`postroom profile set-default`)",
+                )
+            )
+        return _Resolved(row.id, row.name, SenderSettings.model_validate(row.spec["sender"]))
+
+    def _prepare(
+        self, s: Session, req: SendRequest, cache: dict[tuple[str | None, str | None], _Resolved]
+    ) -> Enqueue:
+        message = (
+            req.message
+            if isinstance(req.message, OutgoingMessage)
+            else validate_model(OutgoingMessage, req.message)
+        )
+        if req.idempotency_key is not None and not (0 < len(req.idempotency_key) <= 200):
+            raise ValidationError(FieldError("idempotency_key", "must be 1 to 200 characters"))
+        key = (req.profile, req.process)
+        if key not in cache:
+            cache[key] = self._resolve(s, req.profile, req.process)
+        profile = cache[key]
+        composed = compose(message, sender=profile.sender)
+        now = datetime.now(UTC)
+        due = req.send_at or now
+        if due.tzinfo is None:
+            raise ValidationError(FieldError("send_at", "must include a time zone (e.g. …Z)"))
+        return Enqueue(
+            profile_id=profile.id,
+            profile_name=profile.name,
+            process=req.process,
+            priority=message.priority.rank,
+            due_at=due,
+            deadline_at=max(due, now) + DEFAULT_DEADLINE,
+            message_id=composed.message_id,
+            idempotency_key=req.idempotency_key,
+            subject=message.subject,
+            envelope_from=composed.envelope_from,
+            recipients=composed.recipients,
+            raw=composed.raw,
+        )
+
+    def send(
+        self,
+        message: OutgoingMessage | dict[str, Any],
+        /,
+        *,
+        profile: str | None = None,
+        process: str | None = None,
+        idempotency_key: str | None = None,
+        send_at: datetime | None = None,
+    ) -> int:
+        """Validate, compose and store ``message``; returns its id once durably committed.
+
+        The profile is ``profile``, else ``process``'s binding, else the system default.
+        Raises ValidationError (naming the field) when anything is wrong; nothing is stored then.
+        """
+        return self.send_many([SendRequest(message, profile, process, idempotency_key, send_at)])[0]
+
+    def send_many(self, requests: Sequence[SendRequest], /) -> builtins.list[int]:
+        """Like :meth:`send` for a batch, in one transaction: all are stored or none."""
+        cache: dict[tuple[str | None, str | None], _Resolved] = {}
+        with self._sessions() as s:
+            items = []
+            for index, req in enumerate(requests):
+                try:
+                    items.append(self._prepare(s, req, cache))
+                except ValidationError as exc:
+                    if len(requests) == 1:
+                        raise
+                    raise ValidationError(
+                        [FieldError(f"{index}.{e.field}", e.message) for e in exc.errors]
+                    ) from None
+        return self.queue.add(items)
+
+    def stager(self, session: Session, /) -> Stager:
+        """Stage messages in the caller's transaction (they commit with the caller's rows)."""
+        return Stager(self, session)
+
+    def get(self, id: int, /) -> OutboxRead:
+        return self.queue.get(id)
+
+    def list(self, **filters: Any) -> builtins.list[OutboxSummary]:
+        return self.queue.list(**filters)
+
+    def retry(self, id: int, /) -> OutboxSummary:
+        return self.queue.retry(id)
+
+    def cancel(self, id: int, /) -> OutboxSummary:
+        return self.queue.cancel(id)
+
+    def wait(self, id: int, /, *, timeout_s: float) -> OutboxRead:
+        """Poll until the message reaches a final state or ``timeout_s`` passes."""
+        import time
+
+        deadline = time.monotonic() + timeout_s
+        while True:
+            found = self.queue.get(id)
+            if found.status.final or time.monotonic() >= deadline:
+                return found
+            time.sleep(0.1)
+
+
+class Stager:
+    """Stages outbox messages on one session; profiles are resolved once per batch."""
+
+    def __init__(self, outbox: Outbox, session: Session) -> None:
+        self._outbox = outbox
+        self._session = session
+        self._cache: dict[tuple[str | None, str | None], _Resolved] = {}
+
+    def add(self, request: SendRequest) -> int:
+        """Validate, compose and stage one message; returns its outbox id (flushed, not
+        committed). Raises ValidationError like :meth:`Outbox.send`, staging nothing then."""
+        row = new_row(self._outbox._prepare(self._session, request, self._cache))
+        self._session.add(row)
+        self._session.flush()
+        return row.id

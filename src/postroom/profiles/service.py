@@ -1,0 +1,410 @@
+"""Profiles: create, read, update, delete — validated, versioned, audited, secrets encrypted.
+
+Every method either commits the whole change (with its audit row) or raises and leaves
+storage exactly as it was.
+"""
+
+from __future__ import annotations
+
+import builtins
+import copy
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm.exc import StaleDataError
+
+from postroom.audit import diff_fields, record
+from postroom.db.tables import Binding, OAuth2Config, Profile, SystemSetting, utcnow
+from postroom.errors import Conflict, FieldError, NotFound, StaleVersion, ValidationError
+from postroom.profiles.schemas import (
+    MASKED_SECRET,
+    AuthMethod,
+    LastTest,
+    ProfileRead,
+    ProfileSpec,
+    parse_spec,
+    warnings_for,
+)
+from postroom.secrets import SecretBox, resolve_secret
+
+__all__ = ["DEFAULT_PROFILE_KEY", "ProfileInUse", "ProfileService", "name_key"]
+
+DEFAULT_PROFILE_KEY = "default_profile_id"
+_SIDES = ("smtp", "imap")
+
+
+class ProfileInUse(Conflict):
+    """Deleting or disabling the profile would leave processes (or the platform) without mail.
+
+    ``processes`` are the bound processes; ``is_default`` says it is the system default.
+    """
+
+    def __init__(self, message: str, *, processes: list[str], is_default: bool) -> None:
+        super().__init__(message)
+        self.processes = processes
+        self.is_default = is_default
+
+
+def name_key(name: str) -> str:
+    """The case-insensitive identity of a name."""
+    return name.strip().casefold()
+
+
+def _is_kept(secret: Any) -> bool:
+    """An absent, empty or masked secret on input means "keep the stored one"."""
+    return secret is None or secret == "" or secret == MASKED_SECRET
+
+
+def _merge(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in patch.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _stored_spec(spec: ProfileSpec) -> dict[str, Any]:
+    data = spec.model_dump(mode="json")
+    for side in _SIDES:
+        if data.get(side):
+            data[side].pop("password", None)
+    return data
+
+
+class ProfileService:
+    """The profiles of one postroom database. Methods take names (case-insensitive)."""
+
+    def __init__(self, sessions: sessionmaker[Session], box: SecretBox) -> None:
+        self._sessions = sessions
+        self._box = box
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def _row(self, s: Session, name: str) -> Profile:
+        row = s.scalar(select(Profile).where(Profile.name_key == name_key(name)))
+        if row is None:
+            raise NotFound(f"No profile named '{name}'. `postroom profile list` shows them.")
+        return row
+
+    def _default_id(self, s: Session) -> int | None:
+        setting = s.get(SystemSetting, DEFAULT_PROFILE_KEY)
+        return int(setting.value) if setting and setting.value else None
+
+    def _read(self, row: Profile, default_id: int | None) -> ProfileRead:
+        spec = copy.deepcopy(row.spec)
+        spec["smtp"]["password_set"] = row.smtp_password is not None
+        if spec.get("imap"):
+            spec["imap"]["password_set"] = row.imap_password is not None
+        parsed = ProfileSpec.model_validate(row.spec)
+        return ProfileRead(
+            id=row.id,
+            **{k: v for k, v in spec.items()},
+            version=row.version,
+            is_default=row.id == default_id,
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+            last_test=LastTest.model_validate(row.last_test) if row.last_test else None,
+            last_used_at=row.last_used_at,
+            secret_rotated_at=row.secret_rotated_at,
+            warnings=warnings_for(parsed),
+        )
+
+    def get(self, name: str, /) -> ProfileRead:
+        """The profile named ``name``; raises NotFound."""
+        with self._sessions() as s:
+            return self._read(self._row(s, name), self._default_id(s))
+
+    def list(self) -> list[ProfileRead]:
+        """Every profile, by name."""
+        with self._sessions() as s:
+            default_id = self._default_id(s)
+            rows = s.scalars(select(Profile).order_by(func.lower(Profile.name)))
+            return [self._read(r, default_id) for r in rows]
+
+    def spec_with_secrets(self, name: str, /) -> ProfileSpec:
+        """The full spec with passwords decrypted and references resolved (adapters only)."""
+        with self._sessions() as s:
+            row = self._row(s, name)
+            return self._spec_from_row(row)
+
+    def spec_by_id(self, profile_id: int, /) -> ProfileSpec:
+        """Like :meth:`spec_with_secrets`, by id (the delivery worker's view)."""
+        with self._sessions() as s:
+            row = s.get(Profile, profile_id)
+            if row is None:
+                raise NotFound(f"No profile with id {profile_id}.")
+            return self._spec_from_row(row)
+
+    def _spec_from_row(self, row: Profile) -> ProfileSpec:
+        data = copy.deepcopy(row.spec)
+        for side, column in (("smtp", row.smtp_password), ("imap", row.imap_password)):
+            if data.get(side) is not None and column is not None:
+                plain = self._box.decrypt(column, what=f"the {side} password of '{row.name}'")
+                data[side]["password"] = resolve_secret(plain)
+        return ProfileSpec.model_validate(data)
+
+    def merged_spec(self, data: dict[str, Any], /, *, existing: str | None) -> ProfileSpec:
+        """Validate unsaved settings; secrets left empty or masked come from ``existing``.
+
+        Used to test settings before saving them ("Test SMTP" on an edit form).
+        """
+        data = copy.deepcopy(data)
+        if existing is not None:
+            stored = self.spec_with_secrets(existing)
+            for side in _SIDES:
+                section = data.get(side)
+                stored_side = getattr(stored, side)
+                if isinstance(section, dict) and stored_side is not None:
+                    if _is_kept(section.get("password")):
+                        section["password"] = stored_side.password
+        for side in _SIDES:
+            section = data.get(side)
+            if isinstance(section, dict) and section.get("password") == MASKED_SECRET:
+                section["password"] = None
+        return parse_spec(data)
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def _check_refs(self, s: Session, spec: ProfileSpec) -> None:
+        errors = []
+        for side in _SIDES:
+            server = getattr(spec, side)
+            if server is not None and server.auth is AuthMethod.OAUTH2:
+                key = name_key(server.oauth2_config or "")
+                if s.scalar(select(OAuth2Config.id).where(OAuth2Config.name_key == key)) is None:
+                    errors.append(
+                        FieldError(
+                            f"{side}.oauth2_config",
+                            f"no OAuth2 configuration named '{server.oauth2_config}'; create it "
+                            "first (`postroom oauth2 add`)",
+                        )
+                    )
+        if errors:
+            raise ValidationError(errors)
+
+    def _apply_secrets(
+        self, row: Profile, spec: ProfileSpec, raw: dict[str, Any], changed: set[str]
+    ) -> None:
+        errors = []
+        for side in _SIDES:
+            server = getattr(spec, side)
+            column = f"{side}_password"
+            section = raw.get(side) if isinstance(raw.get(side), dict) else {}
+            given = section.get("password") if section else None
+            if server is None or server.auth is not AuthMethod.BASIC:
+                if getattr(row, column) is not None:
+                    setattr(row, column, None)
+                    changed.add(f"{side}.password")
+                continue
+            if isinstance(given, str) and not _is_kept(given):
+                setattr(row, column, self._box.encrypt(given))
+                changed.add(f"{side}.password")
+            elif getattr(row, column) is None:
+                errors.append(FieldError(f"{side}.password", "is required when auth is 'basic'"))
+        if errors:
+            raise ValidationError(errors)
+
+    def create(
+        self, data: dict[str, Any] | ProfileSpec, /, *, actor: str = "system"
+    ) -> ProfileRead:
+        """Create a profile; raises ValidationError or Conflict (name taken)."""
+        raw = data.model_dump() if isinstance(data, ProfileSpec) else copy.deepcopy(data)
+        spec = parse_spec(raw)
+        with self._sessions() as s:
+            self._check_refs(s, spec)
+            if s.scalar(select(Profile.id).where(Profile.name_key == name_key(spec.name))):
+                raise ValidationError(
+                    FieldError("name", f"a profile named '{spec.name}' already exists")
+                )
+            row = Profile(
+                name=spec.name,
+                name_key=name_key(spec.name),
+                enabled=spec.enabled,
+                spec=_stored_spec(spec),
+            )
+            secrets: set[str] = set()
+            self._apply_secrets(row, spec, raw, secrets)
+            if secrets:
+                row.secret_rotated_at = utcnow()
+            s.add(row)
+            record(
+                s,
+                actor=actor,
+                action="create",
+                target_type="profile",
+                target=spec.name,
+                details={"changes": diff_fields(None, row.spec, secrets=secrets)},
+            )
+            self._commit(s, spec.name)
+            return self._read(row, self._default_id(s))
+
+    def update(
+        self,
+        name: str,
+        changes: dict[str, Any],
+        /,
+        *,
+        version: int | None = None,
+        force: bool = False,
+        actor: str = "system",
+    ) -> ProfileRead:
+        """Apply ``changes`` (a partial profile, merged field by field).
+
+        ``version``, when given, must match the stored one, else StaleVersion. A secret
+        left out, empty or masked keeps the stored secret. Disabling a profile that is the
+        default or bound raises Conflict naming the processes, unless ``force``.
+        """
+        changes = copy.deepcopy(changes)
+        changes.pop("version", None)
+        with self._sessions() as s:
+            row = self._row(s, name)
+            if version is not None and version != row.version:
+                raise StaleVersion(
+                    f"Profile '{row.name}' was changed by someone else (now version "
+                    f"{row.version}, you edited version {version}). Reload it and apply your "
+                    "change again."
+                )
+            merged = _merge(row.spec, changes)
+            spec = parse_spec(merged)
+            if row.enabled and not spec.enabled and not force:
+                processes, is_default = self._usage(s, row)
+                if processes or is_default:
+                    raise ProfileInUse(
+                        _in_use_message(row.name, processes, is_default, "disable"),
+                        processes=processes,
+                        is_default=is_default,
+                    )
+            self._check_refs(s, spec)
+            if name_key(spec.name) != row.name_key and s.scalar(
+                select(Profile.id).where(Profile.name_key == name_key(spec.name))
+            ):
+                raise ValidationError(
+                    FieldError("name", f"a profile named '{spec.name}' already exists")
+                )
+            secrets: set[str] = set()
+            self._apply_secrets(row, spec, merged, secrets)
+            new_spec = _stored_spec(spec)
+            details = diff_fields(row.spec, new_spec, secrets=secrets)
+            if not details:
+                return self._read(row, self._default_id(s))
+            old_name = row.name
+            row.name, row.name_key, row.enabled = spec.name, name_key(spec.name), spec.enabled
+            row.spec = new_spec
+            row.updated_at = utcnow()
+            if secrets:
+                row.secret_rotated_at = utcnow()
+            record(
+                s,
+                actor=actor,
+                action="update",
+                target_type="profile",
+                target=old_name,
+                details={"changes": details},
+            )
+            self._commit(s, spec.name)
+            return self._read(row, self._default_id(s))
+
+    def apply(self, data: dict[str, Any], /, *, actor: str = "system") -> tuple[ProfileRead, bool]:
+        """Create or update by name; returns the profile and whether it was created."""
+        name = data.get("name") if isinstance(data, dict) else None
+        if not isinstance(name, str) or not name.strip():
+            raise ValidationError(FieldError("name", "is required"))
+        try:
+            self.get(name)
+        except NotFound:
+            return self.create(data, actor=actor), True
+        # apply describes the whole profile: sections it leaves out go back to defaults.
+        full = parse_spec(
+            {k: v for k, v in data.items() if k != "version"} | {"name": name}
+        ).model_dump(mode="json")
+        for side in _SIDES:
+            if full.get(side) is not None:
+                given = data.get(side) or {}
+                full[side]["password"] = given.get("password")
+        return self.update(name, full, version=data.get("version"), actor=actor), False
+
+    def delete(
+        self, name: str, /, *, force: bool = False, actor: str = "system"
+    ) -> builtins.list[str]:
+        """Delete; refused (Conflict) while it is the default or bound, unless ``force``.
+
+        Returns the processes that were unbound.
+        """
+        with self._sessions() as s:
+            row = self._row(s, name)
+            processes, is_default = self._usage(s, row)
+            if (processes or is_default) and not force:
+                raise ProfileInUse(
+                    _in_use_message(row.name, processes, is_default, "delete"),
+                    processes=processes,
+                    is_default=is_default,
+                )
+            for binding in s.scalars(select(Binding).where(Binding.profile_id == row.id)):
+                s.delete(binding)
+            if is_default:
+                s.delete(s.get(SystemSetting, DEFAULT_PROFILE_KEY))
+            record(
+                s,
+                actor=actor,
+                action="delete",
+                target_type="profile",
+                target=row.name,
+                details={"unbound": processes, "was_default": is_default, "force": force},
+            )
+            s.delete(row)
+            s.commit()
+            return processes
+
+    def _usage(self, s: Session, row: Profile) -> tuple[builtins.list[str], bool]:
+        processes = list(
+            s.scalars(
+                select(Binding.process)
+                .where(Binding.profile_id == row.id)
+                .order_by(Binding.process_key)
+            )
+        )
+        return processes, self._default_id(s) == row.id
+
+    def record_test(self, name: str, result: LastTest) -> None:
+        """Keep the last connection-test result on the profile (not a configuration change)."""
+        with self._sessions() as s:
+            row = self._row(s, name)
+            s.execute(
+                update(Profile)
+                .where(Profile.id == row.id)
+                .values(last_test=result.model_dump(mode="json"))
+                .execution_options(synchronize_session=False)
+            )
+            s.commit()
+
+    def _commit(self, s: Session, name: str) -> None:
+        try:
+            s.commit()
+        except IntegrityError:
+            s.rollback()
+            raise ValidationError(
+                FieldError("name", f"a profile named '{name}' already exists")
+            ) from None
+        except StaleDataError:
+            s.rollback()
+            raise StaleVersion(
+                f"Profile '{name}' was changed by someone else meanwhile; reload and retry."
+            ) from None
+
+
+def _in_use_message(name: str, processes: list[str], is_default: bool, verb: str) -> str:
+    parts = []
+    if is_default:
+        parts.append("it is the system default (postroom's own mail uses it)")
+    if processes:
+        parts.append(f"{len(processes)} process(es) are bound to it: " + ", ".join(processes))
+    return (
+        f"Cannot {verb} profile '{name}': "
+        + " and ".join(parts)
+        + ". They would be left without mail. Bind them to another profile first, or force it "
+        "(--force / ?force=true), which also removes the bindings."
+    )

@@ -1,0 +1,43 @@
+"""Settings from the environment (all optional). Built by :func:`get_settings`, never at import."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings", "get_settings"]
+
+
+class Settings(BaseSettings):
+    """Postroom's configuration; every field maps to ``POSTROOM_<NAME>``."""
+
+    model_config = SettingsConfigDict(env_prefix="POSTROOM_", extra="ignore")
+
+    data_dir: Path = Field(default=Path(".postroom"))
+    database_url: str | None = None
+    secret_keys: str | None = None
+    public_url: str | None = None
+    host: str = "127.0.0.1"
+    port: int = Field(default=8600, ge=1, le=65535)
+    net_deny: str = ""
+    net_allow: str = ""
+    net_ports: str = ""
+    log_level: str = "info"
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'postroom.db').resolve()}"
+
+    @property
+    def key_file(self) -> Path:
+        return self.data_dir / "secret.key"
+
+
+def get_settings(**overrides: object) -> Settings:
+    """Read the environment; keyword overrides win (``None`` values are ignored)."""
+    clean = {k: v for k, v in overrides.items() if v is not None}
+    return Settings(**clean)  # type: ignore[arg-type]

@@ -1,0 +1,71 @@
+"""Pydantic validation errors turned into postroom's field errors, in words for people."""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
+from pydantic import ValidationError as PydanticValidationError
+
+from postroom.errors import FieldError, ValidationError
+
+__all__ = ["friendly_message", "validate_model"]
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _loc_to_field(loc: tuple[int | str, ...], msg: str) -> tuple[str, str]:
+    parts = [str(p) for p in loc if not str(p).startswith("function-")]
+    # A model validator reports "field: message" for a sibling field.
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, ") :]
+    head, sep, rest = msg.partition(": ")
+    if sep and head.isidentifier() and " " not in head:
+        parts.append(head)
+        msg = rest
+    return ".".join(parts), msg
+
+
+def friendly_message(kind: str, ctx: dict[str, Any], msg: str) -> str:
+    """A pydantic error of ``kind`` in words for people; ``msg`` when there is no better one."""
+    match kind:
+        case "extra_forbidden":
+            return "is not a known field"
+        case "missing":
+            return "is required"
+        case "less_than_equal":
+            return f"must be at most {ctx.get('le')}"
+        case "greater_than_equal":
+            return f"must be at least {ctx.get('ge')}"
+        case "greater_than":
+            return f"must be greater than {ctx.get('gt')} (leave it empty for no limit)"
+        case "string_too_long":
+            return f"must be at most {ctx.get('max_length')} characters"
+        case "string_too_short":
+            return "must not be empty"
+        case "int_parsing" | "int_type" | "int_from_float":
+            return "must be a whole number"
+        case "float_parsing" | "float_type":
+            return "must be a number"
+        case "bool_parsing" | "bool_type":
+            return "must be true or false"
+        case "enum":
+            return f"must be one of {ctx.get('expected')}"
+        case "string_type":
+            return "must be text"
+        case "model_type" | "model_attributes_type" | "dict_type":
+            return "must be an object"
+    return msg
+
+
+def validate_model(model: type[M], data: Any) -> M:
+    """Validate ``data`` into ``model``; raises ValidationError listing every bad field."""
+    try:
+        return model.model_validate(data)
+    except PydanticValidationError as exc:
+        errors = []
+        for err in exc.errors(include_url=False, include_input=False):
+            field, msg = _loc_to_field(tuple(err["loc"]), str(err["msg"]))
+            msg = friendly_message(err["type"], err.get("ctx") or {}, msg)
+            errors.append(FieldError(field, msg))
+        raise ValidationError(errors) from None

@@ -1,0 +1,145 @@
+// postroom admin UI: progressive enhancement only. Every form works without this file.
+"use strict";
+document.documentElement.classList.add("js");
+
+function fieldByName(form, name) {
+  return form.querySelector('[name="' + name + '"]');
+}
+
+// Fields shown only for some choice: data-show-when="smtp.auth=basic|oauth2"
+function wireConditional(form) {
+  const blocks = form.querySelectorAll("[data-show-when]");
+  const update = () => {
+    blocks.forEach((block) => {
+      const [name, wanted] = block.dataset.showWhen.split("=");
+      const input = fieldByName(form, name);
+      if (!input) return;
+      block.hidden = !wanted.split("|").includes(input.value);
+    });
+  };
+  form.addEventListener("change", update);
+  update();
+}
+
+// Stored secrets show as "set" with a Change button; the input appears when asked for.
+function wireSecrets(root) {
+  root.querySelectorAll(".secret-field[data-collapsed]").forEach((box) => {
+    const button = box.querySelector("[data-change]");
+    if (!button) return;
+    button.hidden = false;
+    button.addEventListener("click", () => {
+      box.removeAttribute("data-collapsed");
+      button.hidden = true;
+      const input = box.querySelector("input[type=password]");
+      if (input) input.focus();
+    });
+  });
+}
+
+// Provider presets fill host, port and security at once.
+function wirePresets(form) {
+  const select = form.querySelector("#preset");
+  const data = document.getElementById("presets-data");
+  const note = document.getElementById("preset-note");
+  if (!select || !data) return;
+  const presets = JSON.parse(data.textContent);
+  select.addEventListener("change", () => {
+    const preset = presets.find((p) => p.key === select.value);
+    if (note) {
+      note.textContent = preset ? preset.signin : "";
+      note.hidden = !preset;
+    }
+    if (!preset) return;
+    Object.entries(preset.values).forEach(([name, value]) => {
+      const input = fieldByName(form, name);
+      if (input) input.value = value;
+    });
+    form.dispatchEvent(new Event("change"));
+  });
+}
+
+// Test SMTP / Test IMAP: post the unsaved form, show the diagnosis in place.
+function wireTests(form) {
+  form.addEventListener("submit", async (event) => {
+    const button = event.submitter;
+    if (!button || !button.value || !button.value.startsWith("test_")) return;
+    event.preventDefault();
+    const kind = button.value.slice(5);
+    const target = document.getElementById("result-" + kind);
+    if (!target) return;
+    const body = new FormData(form, button);
+    button.disabled = true;
+    button.setAttribute("aria-busy", "true");
+    target.innerHTML = '<p class="testing" role="status">Testing ' + kind.toUpperCase() + "…</p>";
+    try {
+      // form.action would be the button named "action"; read the attribute instead.
+      const response = await fetch(form.getAttribute("action"), {
+        method: "POST",
+        body: body,
+        credentials: "same-origin",
+        headers: { "X-Requested-With": "postroom-fetch" },
+      });
+      if (response.ok || response.status === 422) {
+        target.innerHTML = await response.text();
+      } else {
+        target.innerHTML =
+          '<div class="alert alert-error" role="alert">The test could not run (HTTP ' +
+          response.status + "). Reload the page and try again.</div>";
+      }
+    } catch (err) {
+      target.innerHTML =
+        '<div class="alert alert-error" role="alert">Postroom did not answer. Check that it is running and try again.</div>';
+    } finally {
+      button.disabled = false;
+      button.removeAttribute("aria-busy");
+      const heading = target.querySelector("[tabindex]");
+      if (heading) heading.focus();
+    }
+  });
+}
+
+// Template Preview: post the unsaved form, show the rendered mail (or the error) in place.
+function wirePreview(form) {
+  const target = document.getElementById("template-preview");
+  if (!target) return;
+  form.addEventListener("submit", async (event) => {
+    const button = event.submitter;
+    if (!button || !button.hasAttribute("data-preview")) return;
+    event.preventDefault();
+    const body = new FormData(form, button);
+    button.disabled = true;
+    button.setAttribute("aria-busy", "true");
+    try {
+      const response = await fetch(form.getAttribute("action"), {
+        method: "POST",
+        body: body,
+        credentials: "same-origin",
+        headers: { "X-Requested-With": "postroom-fetch" },
+      });
+      if (response.ok || response.status === 422) {
+        target.innerHTML = await response.text();
+      } else {
+        target.innerHTML =
+          '<div class="alert alert-error" role="alert">The preview could not run (HTTP ' +
+          response.status + "). Reload the page and try again.</div>";
+      }
+    } catch (err) {
+      target.innerHTML =
+        '<div class="alert alert-error" role="alert">Postroom did not answer. Check that it is running and try again.</div>';
+    } finally {
+      button.disabled = false;
+      button.removeAttribute("aria-busy");
+      const alert = target.querySelector("[tabindex]");
+      if (alert) alert.focus();
+    }
+  });
+}
+
+document.querySelectorAll("form[data-template-editor]").forEach(wirePreview);
+
+document.querySelectorAll("form[data-enhance]").forEach((form) => {
+  wireConditional(form);
+  wireSecrets(form);
+  wirePresets(form);
+  wireTests(form);
+});

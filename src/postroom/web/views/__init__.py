@@ -1,0 +1,1 @@
+"""The pages of the web UI, one module per area; ``ROUTES`` of each is registered by the router."""

@@ -1,0 +1,81 @@
+"""`postroom send`, `worker --drain` and `outbox list|show|retry|cancel`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from postroom.cli import cli
+from tests.integration.smtp_fakes import raw_sink
+
+
+@pytest.fixture
+def run(tmp_path: Path):  # type: ignore[no-untyped-def]
+    env = {"POSTROOM_DATA_DIR": str(tmp_path / "data")}
+    runner = CliRunner()
+
+    def invoke(*args: str, input: str | None = None):  # type: ignore[no-untyped-def]
+        result = runner.invoke(cli, list(args), input=input, env=env, catch_exceptions=False)
+        assert "Traceback" not in result.output
+        return result
+
+    return invoke
+
+
+def add_profile(run, port: int) -> None:  # type: ignore[no-untyped-def]
+    r = run("profile", "add", "sink", "--smtp-host", "127.0.0.1", "--smtp-port", str(port),
+            "--security", "none", "--from-address", "robot@postroom.test")  # fmt: skip
+    assert r.exit_code == 0, r.output
+
+
+def test_send_wait_json_and_outbox_show(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    attachment = tmp_path / "report.csv"
+    attachment.write_text("run,status\n1,ok\n")
+    with raw_sink() as sink:
+        add_profile(run, sink.port)
+        r = run("send", "--profile", "sink", "--to", "bob@postroom.test", "--subject", "Nightly",
+                "--text", "All green", "--attach", str(attachment), "--header", "X-Run-Id: 42",
+                "--wait", "--json")  # fmt: skip
+        assert r.exit_code == 0, r.output
+    m = json.loads(r.output)
+    assert m["status"] == "sent" and m["history"][0]["code"] == 250
+    assert b"X-Run-Id: 42" in sink.data[0] and b'filename="report.csv"' in sink.data[0]
+    listed = json.loads(run("outbox", "list", "--json").output)
+    assert [x["id"] for x in listed] == [m["id"]] and listed[0]["status"] == "sent"
+    assert "attempt" in run("outbox", "show", str(m["id"])).output
+
+
+def test_send_bad_input_exits_2_and_queues_nothing(run) -> None:  # type: ignore[no-untyped-def]
+    add_profile(run, 1)
+    r = run("send", "--profile", "sink", "--to", "x)<y@z.test>", "--text", "t")
+    assert r.exit_code == 2 and "to" in r.output
+    assert run("send", "--to", "a@b.test", "--text", "t").exit_code == 2  # no profile, no default
+    assert (
+        run("send", "--profile", "sink", "--to", "a@b.test", "--header", "nocolon").exit_code == 2
+    )
+    assert (
+        run(
+            "send", "--profile", "sink", "--to", "a@b.test", "--text", "t", "--send-at", "soon"
+        ).exit_code
+        == 2
+    )
+    assert json.loads(run("outbox", "list", "--json").output) == []
+
+
+def test_worker_drain_cancel_retry(run) -> None:  # type: ignore[no-untyped-def]
+    with raw_sink() as sink:
+        add_profile(run, sink.port)
+        out = run(
+            "send", "--profile", "sink", "--to", "bob@postroom.test", "--text", "t", "--json"
+        ).output
+        id = json.loads(out)["id"]
+        assert run("outbox", "cancel", str(id)).exit_code == 0
+        assert run("outbox", "cancel", str(id)).exit_code == 1
+        assert run("outbox", "retry", str(id)).exit_code == 0
+        r = run("worker", "--drain")
+        assert r.exit_code == 0 and "1 sent" in r.output
+    assert run("outbox", "show", "999").exit_code == 1
+    assert run("outbox", "list", "--status", "nonsense").exit_code == 2

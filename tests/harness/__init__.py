@@ -1,0 +1,1 @@
+"""Real Postfix + Dovecot test harness: see mailservers.py and fixtures.py."""

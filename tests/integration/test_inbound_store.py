@@ -1,0 +1,114 @@
+"""Inbound storage on SQLite and PostgreSQL: leases, positions, dedupe, hostile text, bounces."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from sqlalchemy import update
+
+from postroom import Postroom
+from postroom.db.tables import OutboxMessage
+from postroom.imap.parse import InboundMessage as Parsed
+from postroom.imap.parse import parse_inbound
+from postroom.inbound.bounces import Bounce, RecipientStatus
+from postroom.inbound.mailboxes import LeaseLost
+from postroom.inbound.schemas import InboundStatus, ListenerState
+from postroom.inbound.store import Location
+from tests.conftest import basic_profile
+from tests.integration.test_inbound_support import inbound
+
+HOSTILE = (
+    b"From: a@postroom.test\r\nSubject: =?utf-8?q?nul=00here?=\r\nMessage-ID: <h@x>\r\n"
+    b"X-Bad: caf\xe9\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nbinary \x00 and \xff\xfe\r\n"
+)
+
+
+def receiving(app: Postroom) -> int:
+    data = basic_profile("Support inbox")
+    data["imap"] = {"host": "imap.example.com", "username": "s@example.com", "password": "pw"}
+    return app.profiles.create(data).id
+
+
+def test_one_lease_holder_and_takeover_after_expiry(app: Postroom) -> None:
+    boxes = inbound(app).mailboxes
+    mailbox = boxes.ensure(receiving(app), "INBOX")
+    assert boxes.ensure(boxes.get(mailbox).profile_id, "INBOX") == mailbox  # type: ignore[union-attr]
+    assert boxes.acquire(mailbox, "a", lease_s=0.5)
+    assert not boxes.acquire(mailbox, "b", lease_s=0.5)
+    assert boxes.renew(mailbox, "a", lease_s=0.5) and not boxes.renew(mailbox, "b", lease_s=0.5)
+    time.sleep(0.6)
+    assert boxes.acquire(mailbox, "b", lease_s=5)  # a stopped renewing
+    with pytest.raises(LeaseLost):
+        boxes.set_state(mailbox, "a", ListenerState.IDLE)
+    with pytest.raises(LeaseLost):
+        boxes.position(mailbox, "a", 7)
+    boxes.release(mailbox, "a")  # not a's to give up: nothing happens
+    assert boxes.get(mailbox).lease_owner == "b"  # type: ignore[union-attr]
+    boxes.release(mailbox, "b")
+    row = boxes.get(mailbox)
+    assert row is not None and row.lease_owner is None and row.state == "stopped"
+
+
+def test_uidvalidity_change_starts_over_and_stores_each_message_once(app: Postroom) -> None:
+    service = inbound(app)
+    profile_id = receiving(app)
+    boxes, store = service.mailboxes, service.store
+    mailbox = boxes.ensure(profile_id, "INBOX")
+    assert boxes.acquire(mailbox, "me", lease_s=30)
+    first = boxes.position(mailbox, "me", 100)
+    assert (first.last_uid, first.resync) == (0, False)
+    where = Location(mailbox, "me", profile_id, "Support inbox", "INBOX", 100)
+    parsed = parse_inbound(HOSTILE)
+    assert isinstance(parsed, Parsed)
+    stored = store.store(where, 3, parsed, size=len(HOSTILE), sha256="a" * 64, bounce=None)
+    assert stored is not None
+    assert store.store(where, 3, parsed, size=len(HOSTILE), sha256="a" * 64, bounce=None) is None
+    assert boxes.position(mailbox, "me", 100).last_uid == 3
+
+    changed = boxes.position(mailbox, "me", 200)
+    assert (changed.last_uid, changed.resync, changed.previous_uidvalidity) == (0, True, 100)
+    found = store.duplicate(profile_id, message_id="<h@x>", size=len(HOSTILE))
+    assert found == (stored, InboundStatus.RECEIVED)
+    assert store.duplicate(profile_id, message_id=None, size=len(HOSTILE), sha256="a" * 64)
+    assert store.duplicate(profile_id, message_id="<h@x>", size=1) is None
+    store.relocate(Location(mailbox, "me", profile_id, "Support inbox", "INBOX", 200), 1, stored)
+    event = service.get(stored)
+    assert (event.uid, event.subject) == (1, "nul\ufffdhere")
+    assert event.text is not None and "\x00" not in event.text
+    assert all("\x00" not in v and "\udce9" not in v for _, v in event.headers)
+    assert boxes.position(mailbox, "me", 200).last_uid == 1
+
+
+def test_a_bounce_marks_only_a_sent_message(app: Postroom) -> None:
+    service = inbound(app)
+    profile_id = receiving(app)
+    sent = app.send(
+        {"to": ["bob@example.com"], "subject": "Report", "text": "x"}, profile="Support inbox"
+    )
+    queued = app.send(
+        {"to": ["eve@example.com"], "subject": "Later", "text": "x"}, profile="Support inbox"
+    )
+    with app.sessions() as s:
+        s.execute(update(OutboxMessage).where(OutboxMessage.id == sent).values(status="sent"))
+        s.commit()
+    mailbox = service.mailboxes.ensure(profile_id, "INBOX")
+    service.mailboxes.acquire(mailbox, "me", lease_s=30)
+    service.mailboxes.position(mailbox, "me", 1)
+    where = Location(mailbox, "me", profile_id, "Support inbox", "INBOX", 1)
+    dsn = parse_inbound(b"From: MAILER-DAEMON@x\r\nSubject: Undelivered\r\n\r\nx\r\n")
+    assert isinstance(dsn, Parsed)
+    failed = RecipientStatus("bob@example.com", "failed", "5.1.1", "550 5.1.1 no such user")
+    for uid, outbox_id in ((1, sent), (2, queued)):
+        message_id = app.outbox.get(outbox_id).message_id
+        bounce = Bounce(message_id, [failed])
+        store_id = service.store.store(
+            where, uid, dsn, size=10 + uid, sha256=str(uid) * 64, bounce=bounce
+        )
+        assert store_id is not None
+    bounced, untouched = app.outbox.get(sent), app.outbox.get(queued)
+    assert bounced.status == "bounced" and bounced.last_code == 550
+    assert bounced.last_error == "bob@example.com: 5.1.1 550 5.1.1 no such user"
+    assert untouched.status == "queued"
+    events = [service.get(m.id) for m in service.list()]
+    assert sorted(e.bounce.outbox_id or 0 for e in events if e.bounce) == [0, sent]
