@@ -8,6 +8,7 @@ either exactly one ``local@domain`` or it is rejected with a reason.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 __all__ = [
     "parse_mailbox",
@@ -23,6 +24,7 @@ _LOCAL_RE = re.compile(rf"^{_ATEXT}+(\.{_ATEXT}+)*$")
 _LABEL_RE = re.compile(r"^(?!-)[A-Za-z0-9\-\u0080-\U0010ffff]{1,63}(?<!-)$")
 _NAMED = re.compile(r"^\s*(?P<name>[^<>]*?)\s*<(?P<addr>[^<>]+)>\s*$")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f\u2028\u2029\u0085]")
+_CONTROL_OR_SPACE_RE = re.compile(r"[\s\x00-\x1f\x7f\u2028\u2029\u0085]")
 
 
 def has_control_chars(value: str) -> bool:
@@ -67,7 +69,7 @@ def check_addr_spec(value: str) -> str | None:
     """Return a reason when ``value`` is not exactly one ``local@domain`` address."""
     if not value:
         return "must not be empty"
-    if has_control_chars(value) or any(c.isspace() for c in value):
+    if _CONTROL_OR_SPACE_RE.search(value):
         return "must be a single address such as alerts@example.com, without spaces"
     if len(value) > 254:
         return "must be at most 254 characters"
@@ -97,8 +99,12 @@ def check_addr_spec(value: str) -> str | None:
     return None
 
 
+@lru_cache(maxsize=4096)
 def parse_mailbox(value: str) -> tuple[str, str]:
-    """``'Name <a@b.c>'`` or ``'a@b.c'`` → (name, address); raises ValueError with a reason."""
+    """``'Name <a@b.c>'`` or ``'a@b.c'`` → (name, address); raises ValueError with a reason.
+
+    Pure, so cached: a message's addresses are checked when it is validated and again
+    when it is composed, and notification mail repeats the same few addresses."""
     match = _NAMED.match(value)
     name, addr = (
         (match["name"].strip().strip('"'), match["addr"].strip()) if match else ("", value.strip())

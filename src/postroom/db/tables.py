@@ -153,7 +153,7 @@ class Admin(Base):
 
 
 class OutboxMessage(Base):
-    """One message to deliver. ``raw`` is the complete message, composed once at enqueue."""
+    """One message to deliver; its bytes, composed once at enqueue, are in :class:`OutboxBody`."""
 
     __tablename__ = "outbox_messages"
 
@@ -176,7 +176,6 @@ class OutboxMessage(Base):
     subject: Mapped[str] = mapped_column(Text, default="")
     envelope_from: Mapped[str] = mapped_column(String(254))
     recipients: Mapped[list[str]] = mapped_column(JSON)
-    raw: Mapped[bytes] = mapped_column(LargeBinary)
     last_code: Mapped[int | None] = mapped_column(Integer, default=None)
     last_error: Mapped[str | None] = mapped_column(Text, default=None)
     recipient_results: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
@@ -187,6 +186,21 @@ class OutboxMessage(Base):
         Index("ix_outbox_profile_status", "profile_id", "status"),
         Index("ix_outbox_created", "created_at"),
     )
+
+
+class OutboxBody(Base):
+    """The complete message as composed at enqueue: written once, read by the worker.
+
+    Kept apart from :class:`OutboxMessage` so that the state changes of a message
+    (claimed, sent, retrying) rewrite a small row, not its body.
+    """
+
+    __tablename__ = "outbox_bodies"
+
+    outbox_id: Mapped[int] = mapped_column(
+        ForeignKey("outbox_messages.id", ondelete="CASCADE"), primary_key=True
+    )
+    raw: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class OutboxAttempt(Base):

@@ -56,7 +56,7 @@ def _text_part(body: str, subtype: str) -> list[str]:
     if body.endswith("\n"):
         body = body[:-1]  # the part's own line end follows
     lines = body.split("\n")
-    if body.isascii() and all(len(line) <= _LONG_LINE for line in lines):
+    if body.isascii() and max(map(len, lines)) <= _LONG_LINE:
         return [
             f'Content-Type: text/{subtype}; charset="us-ascii"',
             "Content-Transfer-Encoding: 7bit",

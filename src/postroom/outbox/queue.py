@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, exists, func, insert, or_, select, update
+from sqlalchemy import Table, and_, exists, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from postroom.db.tables import OutboxAttempt, OutboxMessage, Profile, utcnow
+from postroom.db.tables import OutboxAttempt, OutboxBody, OutboxMessage, Profile, utcnow
 from postroom.errors import Conflict, NotFound
 from postroom.oauth2.tables import OAuth2Pause
 from postroom.outbox.policy import GiveUp, RetryPolicy, next_attempt
@@ -33,11 +33,17 @@ from postroom.outbox.schemas import (
 )
 from postroom.smtp.replies import Outcome
 
-__all__ = ["Claim", "Delivery", "Enqueue", "OutboxQueue", "new_row"]
+__all__ = ["Claim", "Delivery", "Enqueue", "OutboxQueue", "stage"]
 
 DEFAULT_DEADLINE = timedelta(hours=24)
 # A profile whose OAuth2 configuration needs consent is paused: its messages stay queued.
 _NOT_PAUSED = ~exists().where(OAuth2Pause.profile_id == OutboxMessage.profile_id)
+# The hot paths (enqueue, claim, complete) use Core statements on the tables: the ORM's
+# unit of work costs more per row than the database does (docs/decisions/0004).
+_MESSAGES: Table = OutboxMessage.__table__  # type: ignore[assignment]
+_BODIES: Table = OutboxBody.__table__  # type: ignore[assignment]
+_ATTEMPTS: Table = OutboxAttempt.__table__  # type: ignore[assignment]
+_M = _MESSAGES.c
 
 
 @dataclass(frozen=True)
@@ -88,23 +94,49 @@ class Delivery:
     release: bool = False
 
 
-def new_row(item: Enqueue) -> OutboxMessage:
-    """The outbox row for a composed message, queued."""
-    return OutboxMessage(
-        profile_id=item.profile_id,
-        profile_name=item.profile_name,
-        process=item.process,
-        status=OutboxStatus.QUEUED.value,
-        priority=item.priority,
-        due_at=item.due_at,
-        deadline_at=item.deadline_at,
-        message_id=item.message_id,
-        idempotency_key=item.idempotency_key,
-        subject=item.subject,
-        envelope_from=item.envelope_from,
-        recipients=item.recipients,
-        raw=item.raw,
+def stage(s: Session, items: Sequence[Enqueue]) -> builtins.list[int]:
+    """Insert composed messages, queued, in the session's transaction; returns their ids
+    in the order of ``items``. The caller commits."""
+    if not items:
+        return []
+    now = utcnow()
+    params = [
+        {
+            "profile_id": i.profile_id,
+            "profile_name": i.profile_name,
+            "process": i.process,
+            "status": OutboxStatus.QUEUED.value,
+            "priority": i.priority,
+            "created_at": now,
+            "due_at": i.due_at,
+            "deadline_at": i.deadline_at,
+            "attempts": 0,
+            "message_id": i.message_id,
+            "idempotency_key": i.idempotency_key,
+            "subject": i.subject,
+            "envelope_from": i.envelope_from,
+            "recipients": i.recipients,
+        }
+        for i in items
+    ]
+    if len({i.message_id for i in items}) == len(items):
+        # Returned rows are matched to the items by their Message-ID (unique, made at
+        # compose): SQLite can't return rows in parameter order from one multi-row
+        # INSERT, and asking for that order makes SQLAlchemy insert row by row.
+        rows = s.execute(insert(_MESSAGES).returning(_M.message_id, _M.id), params)
+        returned: dict[str, int] = {mid: id_ for mid, id_ in rows}
+        ids = [returned[i.message_id] for i in items]
+    else:
+        ids = list(
+            s.execute(
+                insert(_MESSAGES).returning(_M.id, sort_by_parameter_order=True), params
+            ).scalars()
+        )
+    s.execute(
+        insert(_BODIES),
+        [{"outbox_id": id_, "raw": i.raw} for id_, i in zip(ids, items, strict=True)],
     )
+    return ids
 
 
 class OutboxQueue:
@@ -119,45 +151,46 @@ class OutboxQueue:
     def add(self, items: Sequence[Enqueue]) -> builtins.list[int]:
         """Store ``items`` in one transaction; returns their ids once committed.
 
-        A repeated idempotency key returns the id of the message first stored with it.
+        A repeated idempotency key returns the id of the message first stored with it
+        (also within one batch).
         """
         with self._sessions() as s:
-            ids: list[int] = []
             keys = [i.idempotency_key for i in items if i.idempotency_key]
             existing: dict[str, int] = {}
             if keys:
                 existing = dict(
                     s.execute(
-                        select(OutboxMessage.idempotency_key, OutboxMessage.id).where(
-                            OutboxMessage.idempotency_key.in_(keys)
-                        )
-                    ).all()  # type: ignore[arg-type]
+                        select(_M.idempotency_key, _M.id).where(_M.idempotency_key.in_(keys))
+                    ).all()
                 )
-            rows: list[OutboxMessage | int] = []
+            fresh: list[Enqueue] = []
+            first_of_key: dict[str, int] = {}  # key → index in fresh
+            slots: list[int | tuple[int]] = []  # an existing id, or (index in fresh,)
             for item in items:
-                if item.idempotency_key and item.idempotency_key in existing:
-                    rows.append(existing[item.idempotency_key])
-                    continue
-                row = new_row(item)
-                s.add(row)
-                rows.append(row)
+                key = item.idempotency_key
+                if key and key in existing:
+                    slots.append(existing[key])
+                elif key and key in first_of_key:
+                    slots.append((first_of_key[key],))
+                else:
+                    if key:
+                        first_of_key[key] = len(fresh)
+                    slots.append((len(fresh),))
+                    fresh.append(item)
             try:
+                ids = stage(s, fresh)
                 s.commit()
             except IntegrityError:
                 # two callers raced with the same idempotency key: the first one won
                 s.rollback()
                 if len(items) == 1 and items[0].idempotency_key:
                     found = s.scalar(
-                        select(OutboxMessage.id).where(
-                            OutboxMessage.idempotency_key == items[0].idempotency_key
-                        )
+                        select(_M.id).where(_M.idempotency_key == items[0].idempotency_key)
                     )
                     if found is not None:
                         return [found]
                 raise
-            for r in rows:
-                ids.append(r if isinstance(r, int) else r.id)
-            return ids
+            return [ids[x[0]] if isinstance(x, tuple) else x for x in slots]
 
     # -- workers ----------------------------------------------------------------------------
 
@@ -167,49 +200,41 @@ class OutboxQueue:
         token = f"{worker}:{uuid.uuid4().hex[:12]}"
         with self._sessions() as s:
             due = (
-                select(OutboxMessage.id)
-                .join(Profile, Profile.id == OutboxMessage.profile_id)
+                select(_M.id)
+                .join(Profile, Profile.id == _M.profile_id)
                 .where(
                     Profile.enabled.is_(True),
                     _NOT_PAUSED,
                     or_(
-                        and_(OutboxMessage.status.in_(DUE_STATES), OutboxMessage.due_at <= now),
-                        and_(
-                            OutboxMessage.status == OutboxStatus.SENDING.value,
-                            OutboxMessage.lease_until < now,
-                        ),
+                        and_(_M.status.in_(DUE_STATES), _M.due_at <= now),
+                        and_(_M.status == OutboxStatus.SENDING.value, _M.lease_until < now),
                     ),
                 )
-                .order_by(OutboxMessage.priority.desc(), OutboxMessage.due_at)
+                .order_by(_M.priority.desc(), _M.due_at)
                 .limit(limit)
             )
             if s.get_bind().dialect.name == "postgresql":
-                due = due.with_for_update(skip_locked=True, of=OutboxMessage)
+                due = due.with_for_update(skip_locked=True, of=_MESSAGES)
             ids = list(s.scalars(due))
             if not ids:
                 return []
             rows = s.execute(
-                update(OutboxMessage)
-                .where(OutboxMessage.id.in_(ids))
+                update(_MESSAGES)
+                .where(_M.id.in_(ids))
                 .values(
                     status=OutboxStatus.SENDING.value,
                     lease_owner=token,
                     lease_until=now + timedelta(seconds=lease_s),
-                    attempts=OutboxMessage.attempts + 1,
+                    attempts=_M.attempts + 1,
                 )
                 .returning(
-                    OutboxMessage.id,
-                    OutboxMessage.profile_id,
-                    OutboxMessage.envelope_from,
-                    OutboxMessage.recipients,
-                    OutboxMessage.raw,
-                    OutboxMessage.attempts,
-                    OutboxMessage.deadline_at,
-                    OutboxMessage.message_id,
-                    OutboxMessage.priority,
-                    OutboxMessage.due_at,
+                    _M.id, _M.profile_id, _M.envelope_from, _M.recipients, _M.attempts,
+                    _M.deadline_at, _M.message_id, _M.priority, _M.due_at,
                 )
-            ).all()
+            ).all()  # fmt: skip
+            bodies: dict[int, bytes] = dict(
+                s.execute(select(_BODIES.c.outbox_id, _BODIES.c.raw).where(_BODIES.c.outbox_id.in_(ids))).all()
+            )  # fmt: skip
             s.commit()
         rows = sorted(rows, key=lambda r: (-r.priority, r.due_at))
         return [
@@ -219,7 +244,7 @@ class OutboxQueue:
                 profile_id=r.profile_id,
                 envelope_from=r.envelope_from,
                 recipients=list(r.recipients),
-                raw=bytes(r.raw),
+                raw=bytes(bodies[r.id]),
                 attempts=r.attempts,
                 deadline_at=r.deadline_at,
                 message_id=r.message_id,
@@ -293,18 +318,18 @@ class OutboxQueue:
                 mine = [d for d in plain if d.claim.token == token]
                 done = set(
                     s.scalars(
-                        update(OutboxMessage)
+                        update(_MESSAGES)
                         .where(
-                            OutboxMessage.id.in_([d.claim.id for d in mine]),
-                            OutboxMessage.lease_owner == token,
-                            OutboxMessage.status == OutboxStatus.SENDING.value,
+                            _M.id.in_([d.claim.id for d in mine]),
+                            _M.lease_owner == token,
+                            _M.status == OutboxStatus.SENDING.value,
                         )
                         .values(
                             status=OutboxStatus.SENT.value, sent_at=now, last_error=None,
                             lease_owner=None, lease_until=None, last_code=250,
                             recipient_results=None,
                         )
-                        .returning(OutboxMessage.id)
+                        .returning(_M.id)
                     )
                 )  # fmt: skip
                 for d in mine:
@@ -319,7 +344,7 @@ class OutboxQueue:
                 else:
                     refused.append(d.claim.id)
             if attempts:
-                s.execute(insert(OutboxAttempt), attempts)
+                s.execute(insert(_ATTEMPTS), attempts)
             s.commit()
         return refused
 

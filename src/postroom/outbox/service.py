@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from postroom.db.tables import Binding, Profile, SystemSetting
 from postroom.errors import FieldError, ValidationError
 from postroom.notify.compose import OutgoingMessage, compose
-from postroom.outbox.queue import DEFAULT_DEADLINE, Enqueue, OutboxQueue, new_row
+from postroom.outbox.queue import DEFAULT_DEADLINE, Enqueue, OutboxQueue, stage
 from postroom.outbox.schemas import OutboxRead, OutboxSummary
 from postroom.profiles.schemas import SenderSettings
 from postroom.profiles.service import DEFAULT_PROFILE_KEY, name_key
@@ -179,7 +179,5 @@ class Stager:
     def add(self, request: SendRequest) -> int:
         """Validate, compose and stage one message; returns its outbox id (flushed, not
         committed). Raises ValidationError like :meth:`Outbox.send`, staging nothing then."""
-        row = new_row(self._outbox._prepare(self._session, request, self._cache))
-        self._session.add(row)
-        self._session.flush()
-        return row.id
+        item = self._outbox._prepare(self._session, request, self._cache)
+        return stage(self._session, [item])[0]

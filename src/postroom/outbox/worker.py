@@ -14,7 +14,7 @@ import time
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 import aiosmtplib
@@ -22,6 +22,7 @@ from sqlalchemy.exc import DBAPIError
 
 from postroom.db.tables import utcnow
 from postroom.outbox.queue import Claim, Delivery
+from postroom.outbox.wakeup import CommitWatch
 from postroom.profiles.schemas import ProfileSpec
 from postroom.smtp.client import SmtpConnectError, open_smtp
 from postroom.smtp.pipeline import NotSent, PipelineBroken, PipelinedSession, TransactionResult
@@ -35,6 +36,7 @@ __all__ = ["Worker"]
 log = logging.getLogger("postroom.worker")
 
 _IDLE_CLOSE_S = 15.0
+_WATCH_S = 0.01  # how often an idle worker on SQLite looks for commits
 _NO_SLOT = "no connection slot is free (max_connections reached by other workers)"
 
 
@@ -97,6 +99,9 @@ class Worker:
         self.poll_s = poll_s
         self._stop = asyncio.Event()
         self._profiles: dict[int, _ProfileState] = {}
+        #: every claim this worker holds until its outcome is written or it is released
+        self._in_hand: dict[int, Claim] = {}
+        self._completing: asyncio.Task[None] | None = None
         self.sent = 0
         self.failed = 0
         self.retried = 0
@@ -106,10 +111,16 @@ class Worker:
         self._stop.set()
 
     async def run(self, *, drain: bool = False) -> None:
-        """Deliver until stopped; with ``drain``, return once nothing is due."""
-        queue = self.app.outbox.queue
+        """Deliver until stopped; with ``drain``, return once nothing is due.
+
+        Database work overlaps delivery: while one batch is on the wire the next one is
+        claimed and the previous one's outcomes are written (docs/decisions/0004).
+        """
         backoff = 0.5
         next_digests = 0.0
+        prefetch: asyncio.Task[list[Claim]] | None = None
+        keeper = asyncio.create_task(self._keep_leases())
+        watch = CommitWatch(self.app.engine)
         try:
             while not self._stop.is_set():
                 if time.monotonic() >= next_digests:
@@ -121,9 +132,11 @@ class Worker:
                     except DBAPIError as exc:
                         log.warning("summaries: database unavailable (%s)", type(exc.orig).__name__)
                 try:
-                    claims = await asyncio.to_thread(
-                        queue.claim, self.name, limit=self.batch, lease_s=self.lease_s
-                    )
+                    if prefetch is not None:
+                        task, prefetch = prefetch, None
+                        claims = await task
+                    else:
+                        claims = await self._claim()
                 except DBAPIError as exc:
                     # the database restarted or is unreachable: wait and try again; messages
                     # in flight stay leased and another attempt picks them up after the lease
@@ -141,45 +154,102 @@ class Worker:
                     continue
                 backoff = 0.5
                 if not claims:
+                    await self._settle()
                     if drain and not await asyncio.to_thread(self._anything_pending):
                         return
                     await self._close_idle()
-                    try:
-                        await asyncio.wait_for(self._stop.wait(), self.poll_s)
-                    except TimeoutError:
-                        pass
+                    await self._idle(watch)
                     continue
-                keeper = asyncio.create_task(self._keep_leases(claims))
-                try:
-                    deliveries = await self._deliver(claims)
-                finally:
-                    keeper.cancel()
-                refused = await self._complete(deliveries)
-                if refused:
-                    log.warning(
-                        "worker %s lost the lease of %d message(s) before finishing; "
-                        "another worker owns them now, so its results were not written",
-                        self.name,
-                        len(refused),
-                    )
-                for d in deliveries:
-                    if d.claim.id in refused:
-                        continue
-                    if d.outcome is Outcome.SENT:
-                        self.sent += 1
-                    elif d.outcome is Outcome.PERMANENT:
-                        self.failed += 1
-                    else:
-                        self.retried += 1
+                if not self._stop.is_set():
+                    prefetch = asyncio.create_task(self._claim())
+                deliveries = await self._deliver(claims)
+                await self._settle()  # one batch of outcomes in flight at a time
+                self._completing = asyncio.create_task(self._finish(deliveries))
         finally:
+            if prefetch is not None:
+                # a claim running in a thread can't be called back: let it finish, give it back
+                try:
+                    await self._release(await prefetch)
+                except Exception as exc:  # noqa: BLE001 - their leases expire; another worker takes them
+                    log.warning(
+                        "worker %s: could not give back claimed messages: %s", self.name, exc
+                    )
+            await self._settle()
+            keeper.cancel()
+            watch.close()
             await self._close_all()
 
-    async def _keep_leases(self, claims: list[Claim]) -> None:
-        """Renew the leases of messages in hand while a slow server keeps us busy."""
+    async def _idle(self, watch: CommitWatch) -> None:
+        """Wait up to ``poll_s`` for new mail: until stopped, or (SQLite) until anyone
+        commits, which is looked at every few milliseconds."""
+        deadline = time.monotonic() + self.poll_s
+        while not self._stop.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            step = min(left, _WATCH_S) if watch.available else left
+            try:
+                await asyncio.wait_for(self._stop.wait(), step)
+            except TimeoutError:
+                pass
+            if watch.changed():
+                return
+
+    async def _claim(self) -> list[Claim]:
+        claims = await asyncio.to_thread(
+            self.app.outbox.queue.claim, self.name, limit=self.batch, lease_s=self.lease_s
+        )
+        for c in claims:
+            self._in_hand[c.id] = c
+        return claims
+
+    async def _release(self, claims: list[Claim], *, due_at: datetime | None = None) -> None:
+        """Give claims back untried (shutdown, rate limit, no free connection)."""
+        try:
+            await asyncio.to_thread(self.app.outbox.queue.release, claims, due_at=due_at)
+        finally:
+            for c in claims:
+                self._in_hand.pop(c.id, None)
+
+    async def _settle(self) -> None:
+        """Wait for the outcomes being written."""
+        if self._completing is not None:
+            task, self._completing = self._completing, None
+            await task
+
+    async def _finish(self, deliveries: list[Delivery]) -> None:
+        try:
+            refused = set(await self._complete(deliveries))
+        finally:
+            for d in deliveries:
+                self._in_hand.pop(d.claim.id, None)
+        if refused:
+            log.warning(
+                "worker %s lost the lease of %d message(s) before finishing; "
+                "another worker owns them now, so its results were not written",
+                self.name,
+                len(refused),
+            )
+        for d in deliveries:
+            if d.claim.id in refused or d.release:
+                continue
+            if d.outcome is Outcome.SENT:
+                self.sent += 1
+            elif d.outcome is Outcome.PERMANENT:
+                self.failed += 1
+            else:
+                self.retried += 1
+
+    async def _keep_leases(self) -> None:
+        """Renew the leases of every message in hand (being delivered, claimed ahead, or
+        waiting for its outcome to be written) while a slow server keeps us busy."""
         while True:
             await asyncio.sleep(self.lease_s / 3)
+            held = list(self._in_hand.values())
+            if not held:
+                continue
             try:
-                await asyncio.to_thread(self.app.outbox.queue.extend, claims, lease_s=self.lease_s)
+                await asyncio.to_thread(self.app.outbox.queue.extend, held, lease_s=self.lease_s)
             except DBAPIError:
                 continue
 
@@ -251,7 +321,6 @@ class Worker:
     async def _deliver_profile_unguarded(
         self, profile_id: int, claims: list[Claim]
     ) -> list[Delivery]:
-        queue = self.app.outbox.queue
         try:
             state = await self._spec(profile_id)
         except DBAPIError:
@@ -266,7 +335,7 @@ class Worker:
         )
         if granted < len(claims):
             next_window = utcnow().replace(second=0, microsecond=0) + timedelta(minutes=1)
-            await asyncio.to_thread(queue.release, claims[granted:], due_at=next_window)
+            await self._release(claims[granted:], due_at=next_window)
             claims = claims[:granted]
         if not claims:
             return []
@@ -274,9 +343,7 @@ class Worker:
         if not conns:
             if state.last_code is None and state.last_error == _NO_SLOT:
                 # other workers hold every connection: not an attempt, just wait a moment
-                await asyncio.to_thread(
-                    queue.release, claims, due_at=utcnow() + timedelta(seconds=1)
-                )
+                await self._release(claims, due_at=utcnow() + timedelta(seconds=1))
                 return []
             return [
                 self._result(c, Outcome.TRANSIENT, state.last_code, state.last_error)

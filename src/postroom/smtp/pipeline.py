@@ -34,6 +34,12 @@ _LEADING_DOT = re.compile(rb"(?m)^\.")
 
 def dot_stuff(raw: bytes) -> bytes:
     """The DATA section for ``raw``: CRLF only, leading dots doubled, one end marker."""
+    crlf = raw.count(b"\r\n")
+    if raw.count(b"\n") == crlf and raw.count(b"\r") == crlf:
+        # already CRLF only, as postroom composes it: byte-level replaces suffice
+        data = raw if raw.endswith(b"\r\n") else raw + b"\r\n"
+        data = data.replace(b"\r\n.", b"\r\n..")
+        return (b"." + data if data.startswith(b".") else data) + b".\r\n"
     data = _LONE_CR.sub(b"\r\n", _LONE_LF.sub(b"\r\n", raw))
     if not data.endswith(b"\r\n"):
         data += b"\r\n"
