@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import re
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import format_datetime, make_msgid
 from enum import StrEnum
@@ -43,6 +44,9 @@ _RESERVED_HEADERS = frozenset(
 )  # fmt: skip
 
 
+_RANKS = {"high": 10, "normal": 0, "low": -10}
+
+
 class Priority(StrEnum):
     HIGH = "high"
     NORMAL = "normal"
@@ -50,7 +54,7 @@ class Priority(StrEnum):
 
     @property
     def rank(self) -> int:
-        return {"high": 10, "normal": 0, "low": -10}[self.value]
+        return _RANKS[self.value]
 
 
 def _mailboxes(v: Any) -> list[str]:
@@ -156,7 +160,8 @@ class OutgoingMessage(BaseModel):
         return self
 
 
-class Composed(BaseModel):
+@dataclass(slots=True)
+class Composed:
     raw: bytes
     message_id: str
     envelope_from: str
@@ -164,17 +169,25 @@ class Composed(BaseModel):
 
 
 def _has_bare_newline(raw: bytes) -> bool:
-    """A CR or LF that is not part of a CRLF pair (three counts run at C speed; a regex
-    over the whole message cost more than composing it)."""
+    """A CR or LF that is not part of a CRLF pair (counts run at C speed; a regex over
+    the whole message cost more than composing it)."""
     crlf = raw.count(b"\r\n")
-    return raw.count(b"\r") != crlf or raw.count(b"\n") != crlf
+    return raw.count(b"\n") != crlf or raw.count(b"\r") != crlf
 
 
-def _lines(body: str | None) -> str | None:
-    """One kind of line break: a lone CR or LF in a body must not reach the wire as such."""
-    if body is None:
-        return None
-    return body.replace("\r\n", "\n").replace("\r", "\n")
+_date_cache: tuple[int, str] = (0, "")
+
+
+def _date(now: datetime | None) -> str:
+    """The Date header's value; formatted once per second (it showed up in profiles)."""
+    global _date_cache
+    if now is not None:
+        return format_datetime(now)
+    current = datetime.now(UTC)
+    second = int(current.timestamp())
+    if _date_cache[0] != second:
+        _date_cache = (second, format_datetime(current.replace(microsecond=0)))
+    return _date_cache[1]
 
 
 def compose(
@@ -190,7 +203,7 @@ def compose(
         headers.append(address_header("Cc", [parse_mailbox(a) for a in message.cc]))
     headers += [
         encode_header("Subject", message.subject),
-        f"Date: {format_datetime(now or datetime.now(UTC))}",
+        f"Date: {_date(now)}",
         f"Message-ID: {message_id}",
     ]
     reply_to = message.reply_to or sender.reply_to
@@ -203,8 +216,8 @@ def compose(
     headers += [encode_header(name, value) for name, value in message.headers.items()]
     raw = render(
         headers,
-        _lines(message.text),
-        _lines(message.html),
+        message.text,  # render makes every line end CRLF
+        message.html,
         [Part(a.content, a.content_type, a.filename) for a in message.attachments],
     )
     if _has_bare_newline(raw):  # defence in depth: the checks above should make this impossible

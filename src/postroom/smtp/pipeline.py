@@ -84,6 +84,8 @@ class _Protocol(asyncio.Protocol):
         self.waiter: asyncio.Future[None] | None = None
         self.closed: BaseException | None = None
         self._lines: list[str] = []
+        #: loop time since when we have waited for a reply and heard nothing
+        self.waiting_since: float | None = None
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data
@@ -102,6 +104,7 @@ class _Protocol(asyncio.Protocol):
             if line[3:4] != b"-":
                 self.replies.append(Reply(int(line[:3]), "\n".join(self._lines)))
                 self._lines = []
+                self.waiting_since = None  # a whole reply came: the server is answering
                 self._wake()
 
     def _wake(self) -> None:
@@ -129,24 +132,39 @@ class PipelinedSession:
         transport.set_protocol(self._protocol)
         self._transport = transport
         self._timeout = timeout
+        self._watch: asyncio.TimerHandle | None = None
 
     @property
     def is_connected(self) -> bool:
         return self._protocol.closed is None and not self._transport.is_closing()
 
     async def _reply(self) -> Reply:
+        """The next reply. The send timeout is kept by :meth:`_watchdog`, one timer per
+        session rather than one per reply (a timer per reply cost more than parsing it)."""
         p = self._protocol
         while not p.replies:
             if p.closed is not None:
                 raise p.closed
-            p.waiter = asyncio.get_running_loop().create_future()
+            loop = asyncio.get_running_loop()
+            p.waiter = loop.create_future()
+            if p.waiting_since is None:
+                p.waiting_since = loop.time()
             try:
-                await asyncio.wait_for(p.waiter, self._timeout)
-            except TimeoutError:
-                raise PipelineBroken("the server stopped answering") from None
+                await p.waiter
             finally:
                 p.waiter = None
         return p.replies.popleft()
+
+    def _watchdog(self) -> None:
+        """Fail the session when the server has said nothing for the send timeout."""
+        p, timeout = self._protocol, self._timeout
+        if timeout is None or p.closed is not None:
+            return
+        loop = asyncio.get_running_loop()
+        if p.waiting_since is not None and loop.time() - p.waiting_since >= timeout:
+            p._fail(PipelineBroken("the server stopped answering"))
+            return
+        self._watch = loop.call_later(min(timeout, 0.5), self._watchdog)
 
     def _write(self, data: bytes) -> None:
         if not self.is_connected:
@@ -170,6 +188,8 @@ class PipelinedSession:
         results: list[TransactionResult | PipelineBroken] = []
         if not messages:
             return results
+        if self._timeout is not None:
+            self._watchdog()
         try:
             self._write(self._envelope(messages[0][0], messages[0][1]))
             for index, (_sender, recipients, raw) in enumerate(messages):
@@ -201,6 +221,11 @@ class PipelinedSession:
             # arrived): a delivery attempt; those after it never started
             results.append(exc)
             results += [NotSent()] * (len(messages) - len(results))
+        finally:
+            if self._watch is not None:
+                self._watch.cancel()
+                self._watch = None
+            self._protocol.waiting_since = None
         return results
 
     async def quit(self) -> None:

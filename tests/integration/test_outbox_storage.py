@@ -1,0 +1,82 @@
+"""How the outbox stores messages: bodies apart from their state, and on SQLite a
+driver-level multi-row insert that must store exactly what SQLAlchemy would
+(docs/decisions/0004)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import text
+
+from postroom import Postroom
+from postroom.outbox.queue import Enqueue, _stage_in_order, stage
+from postroom.outbox.service import SendRequest
+from tests.integration.test_outbox import msg, sink_profile
+
+
+def item(n: int, profile_id: int, **over: object) -> Enqueue:
+    due = datetime(2026, 11, 23, 10, 0, 0, 123456, tzinfo=UTC)
+    base = Enqueue(
+        profile_id=profile_id, profile_name="sink", process="nightly", priority=0,
+        due_at=due, deadline_at=due + timedelta(hours=24), message_id=f"<{n}.x@postroom.test>",
+        idempotency_key=None, subject=f"m{n} – ünïcode", envelope_from="robot@postroom.test",
+        recipients=[f"u{n}@postroom.test", "ß@postroom.test"], raw=b"Subject: x\r\n\r\nbody\r\n",
+    )  # fmt: skip
+    return replace(base, **over)  # type: ignore[arg-type]
+
+
+def stored(app: Postroom, id: int) -> tuple[object, ...]:
+    with app.engine.connect() as conn:
+        row = conn.execute(
+            text(
+                "SELECT profile_name, process, status, priority, due_at, deadline_at, attempts,"
+                " message_id, subject, envelope_from, recipients FROM outbox_messages"
+                " WHERE id = :id"
+            ),
+            {"id": id},
+        ).one()
+        return tuple(row)
+
+
+def test_the_fast_path_stores_what_sqlalchemy_stores(app: Postroom) -> None:
+    sink_profile(app, 1)
+    pid = app.profiles.get("sink").id
+    with app.sessions() as s:
+        fast = stage(s, [item(1, pid), item(2, pid)])
+        general = _stage_in_order(s, [item(1, pid, message_id="<1.y@postroom.test>")])
+        s.commit()
+    a, b = stored(app, fast[0]), stored(app, general[0])
+    assert a[:7] == b[:7] and a[8:] == b[8:]  # all but the Message-ID, byte for byte
+    got = app.outbox.get(fast[0])
+    assert got.due_at == item(1, pid).due_at and got.recipients == item(1, pid).recipients
+    assert got.subject == "m1 – ünïcode" and got.status == "queued"
+    # the bodies are stored apart, and claims read them back
+    claims = app.outbox.queue.claim("w", limit=10, lease_s=60)
+    assert {c.id: c.raw for c in claims}[fast[1]] == b"Subject: x\r\n\r\nbody\r\n"
+
+
+def test_a_large_batch_is_stored_in_order(app: Postroom) -> None:
+    sink_profile(app, 1)
+    requests = [SendRequest(msg(subject=f"n{i}"), profile="sink") for i in range(2500)]
+    ids = app.send_many(requests)
+    assert len(set(ids)) == 2500
+    assert [app.outbox.get(ids[i]).subject for i in (0, 999, 1000, 2001, 2499)] == [
+        "n0", "n999", "n1000", "n2001", "n2499",
+    ]  # fmt: skip
+    claims = app.outbox.queue.claim("w", limit=3000, lease_s=60)
+    assert len(claims) == 2500 and all(c.raw.startswith(b"From: ") for c in claims)
+
+
+def test_idempotency_keys_repeated_within_one_batch_store_one_message(app: Postroom) -> None:
+    sink_profile(app, 1)
+    ids = app.send_many(
+        [
+            SendRequest(msg(subject="a"), profile="sink", idempotency_key="k-1"),
+            SendRequest(msg(subject="b"), profile="sink"),
+            SendRequest(msg(subject="c"), profile="sink", idempotency_key="k-1"),
+        ]
+    )
+    assert ids[0] == ids[2] != ids[1]
+    assert app.outbox.get(ids[0]).subject == "a"
+    assert app.send(msg(subject="d"), profile="sink", idempotency_key="k-1") == ids[0]
