@@ -80,3 +80,32 @@ def test_idempotency_keys_repeated_within_one_batch_store_one_message(app: Postr
     assert ids[0] == ids[2] != ids[1]
     assert app.outbox.get(ids[0]).subject == "a"
     assert app.send(msg(subject="d"), profile="sink", idempotency_key="k-1") == ids[0]
+
+
+def test_attempt_rows_are_stored_as_sqlalchemy_stores_them(app: Postroom) -> None:
+    from sqlalchemy import insert
+
+    from postroom.db.tables import OutboxAttempt
+    from postroom.outbox.queue import Delivery
+    from postroom.smtp.replies import Outcome
+
+    sink_profile(app, 1)
+    id = app.send(msg(), profile="sink")
+    (claim,) = app.outbox.queue.claim("w", limit=1, lease_s=60)
+    results = {"x@postroom.test": {"code": 450, "text": "later"}}
+    app.outbox.queue.complete([Delivery(claim, Outcome.SENT, 250, "ok", "w", 1.25, results)])
+    at = app.outbox.get(id).history[0].at
+    with app.sessions() as s:  # the same row, through SQLAlchemy
+        s.execute(
+            insert(OutboxAttempt),
+            [{"outbox_id": id, "at": at, "worker": "w", "outcome": "sent", "code": 250,
+              "text": "ok", "recipient_results": results, "duration_ms": 1.2}],
+        )  # fmt: skip
+        s.commit()
+    with app.engine.connect() as conn:
+        rows = conn.execute(
+            text("SELECT at, worker, outcome, code, text, recipient_results, duration_ms"
+                 " FROM outbox_attempts WHERE outbox_id = :id ORDER BY id"), {"id": id}
+        ).all()  # fmt: skip
+    assert len(rows) == 2 and tuple(rows[0]) == tuple(rows[1])
+    assert app.outbox.get(id).history[0].recipient_results == results

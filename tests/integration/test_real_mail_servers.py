@@ -192,15 +192,20 @@ def test_cli_profile_test_json_and_exit_codes(tmp_path: Path, mail_servers: Mail
     assert "wrong-password" not in bad.stdout + bad.stderr
 
 
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
 def test_outbox_delivers_through_postfix_into_dovecot(
-    sqlite_app: Postroom, mail_servers: MailServers
+    sqlite_app: Postroom, mail_servers: MailServers, loop: str
 ) -> None:
+    """STARTTLS, SASL and PIPELINING on Postfix's submission port, on both event loops
+    (the CLI's worker and serve run on uvloop)."""
+    from postroom.aio import run
+
     sqlite_app.profiles.create(spec_data(mail_servers))
     subject = f"Run finished {uuid.uuid4().hex[:8]}"
     id = sqlite_app.send(
         {"to": [BOB], "subject": subject, "text": "412 passed"}, profile="QA alerts"
     )
-    asyncio.run(Worker(sqlite_app, poll_s=0.05).run(drain=True))
+    (run if loop == "uvloop" else asyncio.run)(Worker(sqlite_app, poll_s=0.05).run(drain=True))
     m = sqlite_app.outbox.get(id)
     assert m.status == "sent", m.last_error
     got = mail_servers.wait_for_mail(BOB, lambda msg: msg["Subject"] == subject)

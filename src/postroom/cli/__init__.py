@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from postroom.aio import run as run_loop
 from postroom.app import Postroom
 from postroom.cli._common import (
     CLI_ACTOR,
@@ -87,7 +88,7 @@ def serve(
                 f"No admin account yet. Create the first one here (the link works once): {link}",
                 err=True,
             )
-        asyncio.run(_serve(app, host, port))
+        run_loop(_serve(app, host, port))
 
 
 async def _serve(app: Postroom, host: str, port: int) -> None:

@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from postroom.aio import run as run_loop
 from postroom.app import Postroom
 from postroom.cli._common import bad_input, handle_errors, opened, print_json, read_secret, table
 from postroom.db.tables import utcnow
@@ -67,7 +68,7 @@ def run(
             await runner.run()
 
         typer.echo(f"postroom inbound {runner.name} started", err=True)
-        asyncio.run(main())
+        run_loop(main())
         typer.echo(f"postroom inbound {runner.name} stopped", err=True)
 
 

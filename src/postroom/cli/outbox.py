@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
+from postroom.aio import run as run_loop
 from postroom.cli._common import bad_input, handle_errors, opened, print_json, table
 from postroom.outbox.schemas import OutboxRead, OutboxStatus
 
@@ -100,7 +101,7 @@ def send(
         if wait:
             from postroom.outbox.worker import Worker
 
-            asyncio.run(Worker(app).run(drain=True))
+            run_loop(Worker(app).run(drain=True))
             result = app.outbox.wait(id, timeout_s=wait_timeout)
     if as_json:
         print_json(result or {"id": id, "status": "queued"})
@@ -140,7 +141,7 @@ def worker(
             await w.run(drain=drain)
 
         typer.echo(f"postroom worker {w.name} started", err=True)
-        asyncio.run(main())
+        run_loop(main())
         typer.echo(
             f"worker {w.name} stopped: {w.sent} sent, {w.retried} to retry, {w.failed} failed",
             err=True,

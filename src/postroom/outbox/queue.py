@@ -403,7 +403,7 @@ class OutboxQueue:
                 else:
                     refused.append(d.claim.id)
             if attempts:
-                s.execute(insert(_ATTEMPTS), attempts)
+                _insert_attempts(s, attempts)
             s.commit()
         return refused
 
@@ -580,6 +580,37 @@ class OutboxQueue:
                     f"Message {id} is {row.status}; only queued or retrying messages can be cancelled."
                 )
             return _summary(row)
+
+
+_ATTEMPT_COLUMNS = (
+    "outbox_id", "at", "worker", "outcome", "code", "text", "recipient_results", "duration_ms",
+)  # fmt: skip
+
+
+def _insert_attempts(s: Session, attempts: builtins.list[dict[str, Any]]) -> None:
+    """One attempt row per delivery. On SQLite an ``executemany`` on the driver with the
+    columns' bind processors applied once per distinct value, as in :func:`stage`."""
+    if s.get_bind().dialect.name != "sqlite":
+        s.execute(insert(_ATTEMPTS), attempts)
+        return
+    conn = s.connection()
+    dialect = conn.dialect
+    c = _ATTEMPTS.c
+    when = _memo(c.at.type.dialect_impl(dialect).bind_processor(dialect))
+    as_json = c.recipient_results.type.dialect_impl(dialect).bind_processor(dialect)
+    assert as_json is not None
+    conn.exec_driver_sql(
+        f"INSERT INTO outbox_attempts ({', '.join(_ATTEMPT_COLUMNS)}) VALUES "
+        f"({', '.join('?' * len(_ATTEMPT_COLUMNS))})",
+        [
+            (
+                a["outbox_id"], when(a["at"]), a["worker"], a["outcome"], a["code"], a["text"],
+                as_json(a["recipient_results"]),
+                a["duration_ms"],
+            )
+            for a in attempts
+        ],
+    )  # fmt: skip
 
 
 def _attempt_row(d: Delivery, now: datetime) -> dict[str, Any]:

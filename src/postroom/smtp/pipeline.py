@@ -46,6 +46,13 @@ def dot_stuff(raw: bytes) -> bytes:
     return _LEADING_DOT.sub(b"..", data) + b".\r\n"
 
 
+def _any_accepted(rcpts: dict[str, Reply]) -> bool:
+    for r in rcpts.values():
+        if 200 <= r.code < 300:
+            return True
+    return False
+
+
 @dataclass(frozen=True)
 class Reply:
     code: int
@@ -203,7 +210,7 @@ class PipelinedSession:
                     await self._reply()  # RSET
                     results.append(TransactionResult(mail, rcpts, data, None))
                     continue
-                if mail.code >= 400 or not any(200 <= r.code < 300 for r in rcpts.values()):
+                if mail.code >= 400 or not _any_accepted(rcpts):
                     # RFC 2920: DATA was accepted although nothing can be delivered; end it
                     # empty and reset, so no message without valid envelope is sent
                     self._write(b".\r\nRSET\r\n" + nxt)
