@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import sys
 from typing import Annotated
 
@@ -108,12 +109,23 @@ async def _serve(app: Postroom, host: str, port: int) -> None:
     worker_task = asyncio.create_task(worker.run())
     inbound = app.inbound.runner()
     inbound_task = asyncio.create_task(inbound.run())
+
+    def stop(*_: object) -> None:
+        server.should_exit = True
+        worker.stop()
+        inbound.stop()
+
+    # uvicorn restores the handlers it found and then raises the signal again once it has
+    # stopped; with these in place that ends here, so the worker can finish or give back
+    # what it holds and the process exits 0 instead of dying of SIGTERM
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         await server.serve()
     finally:
-        worker.stop()
-        inbound.stop()
+        stop()
         await asyncio.gather(worker_task, inbound_task)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 @db_app.command("upgrade")
