@@ -75,7 +75,6 @@ class Claim:
     recipients: list[str]
     raw: bytes
     attempts: int
-    deadline_at: datetime
     message_id: str
 
 
@@ -193,6 +192,34 @@ def _stage_sqlite(s: Session, items: Sequence[Enqueue]) -> builtins.list[int]:
     return ids
 
 
+def _take_sqlite(
+    s: Session, ids: builtins.list[int], token: str, lease_until: datetime
+) -> tuple[builtins.list[tuple[Any, ...]], dict[int, bytes]]:
+    """Lease ``ids`` and read what delivery needs, on the driver (see :func:`stage`)."""
+    conn = s.connection()
+    dialect = conn.dialect
+    until = _M.lease_until.type.dialect_impl(dialect).bind_processor(dialect)
+    from_json = _M.recipients.type.dialect_impl(dialect).result_processor(dialect, None)
+    assert until is not None and from_json is not None
+    marks = ",".join("?" * len(ids))
+    rows = [
+        (id_, profile_id, sender, from_json(recipients), attempts, mid)
+        for id_, profile_id, sender, recipients, attempts, mid in conn.exec_driver_sql(
+            "UPDATE outbox_messages SET status = ?, lease_owner = ?, lease_until = ?,"
+            f" attempts = attempts + 1 WHERE id IN ({marks})"
+            " RETURNING id, profile_id, envelope_from, recipients, attempts, message_id",
+            (OutboxStatus.SENDING.value, token, until(lease_until), *ids),
+        )
+    ]
+    bodies = {
+        id_: raw
+        for id_, raw in conn.exec_driver_sql(
+            f"SELECT outbox_id, raw FROM outbox_bodies WHERE outbox_id IN ({marks})", tuple(ids)
+        )
+    }
+    return rows, bodies
+
+
 def _memo(process: Any) -> Any:
     """A bind processor that converts each distinct value once."""
     seen: dict[Any, Any] = {}
@@ -284,29 +311,39 @@ class OutboxQueue:
             ids = list(s.scalars(due))
             if not ids:
                 return []
-            rows = s.execute(
-                update(_MESSAGES)
-                .where(_M.id.in_(ids))
-                .values(
-                    status=OutboxStatus.SENDING.value,
-                    lease_owner=token,
-                    lease_until=now + timedelta(seconds=lease_s),
-                    attempts=_M.attempts + 1,
-                )
-                .returning(
-                    _M.id, _M.profile_id, _M.envelope_from, _M.recipients, _M.attempts,
-                    _M.deadline_at, _M.message_id,
-                )
-            ).all()  # fmt: skip
-            bodies: dict[int, bytes] = dict(
-                s.execute(select(_BODIES.c.outbox_id, _BODIES.c.raw).where(_BODIES.c.outbox_id.in_(ids))).all()
-            )  # fmt: skip
+            lease_until = now + timedelta(seconds=lease_s)
+            if s.get_bind().dialect.name == "sqlite":
+                rows, bodies = _take_sqlite(s, ids, token, lease_until)
+            else:
+                rows = [
+                    tuple(r)
+                    for r in s.execute(
+                        update(_MESSAGES)
+                        .where(_M.id.in_(ids))
+                        .values(
+                            status=OutboxStatus.SENDING.value, lease_owner=token,
+                            lease_until=lease_until, attempts=_M.attempts + 1,
+                        )
+                        .returning(
+                            _M.id, _M.profile_id, _M.envelope_from, _M.recipients,
+                            _M.attempts, _M.message_id,
+                        )
+                    )
+                ]  # fmt: skip
+                bodies = {
+                    id_: raw
+                    for id_, raw in s.execute(
+                        select(_BODIES.c.outbox_id, _BODIES.c.raw).where(
+                            _BODIES.c.outbox_id.in_(ids)
+                        )
+                    )
+                }
             s.commit()
         # in the order they were chosen (priority, then due time)
         rank = {id_: k for k, id_ in enumerate(ids)}
         claims = [
-            Claim(id_, token, profile_id, sender, recipients, bodies[id_], attempts, deadline, mid)
-            for id_, profile_id, sender, recipients, attempts, deadline, mid in rows
+            Claim(id_, token, profile_id, sender, recipients, bodies[id_], attempts, mid)
+            for id_, profile_id, sender, recipients, attempts, mid in rows
         ]
         claims.sort(key=lambda c: rank[c.id])
         return claims
@@ -424,9 +461,10 @@ class OutboxQueue:
         elif d.outcome is Outcome.SENT:
             values |= {"status": OutboxStatus.SENT.value, "sent_at": now, "last_error": None}
         else:
+            deadline = s.scalar(select(_M.deadline_at).where(_M.id == c.id))
             decision = next_attempt(
                 c.attempts, d.code if d.outcome is Outcome.PERMANENT else None,
-                now=now, deadline=c.deadline_at, policy=self._retry,
+                now=now, deadline=deadline or now, policy=self._retry,
             )  # fmt: skip
             if isinstance(decision, GiveUp):
                 values |= {
