@@ -4,6 +4,7 @@ driver-level multi-row insert that must store exactly what SQLAlchemy would
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
@@ -109,3 +110,34 @@ def test_attempt_rows_are_stored_as_sqlalchemy_stores_them(app: Postroom) -> Non
         ).all()  # fmt: skip
     assert len(rows) == 2 and tuple(rows[0]) == tuple(rows[1])
     assert app.outbox.get(id).history[0].recipient_results == results
+
+
+def test_claims_take_expired_leases_then_priority_then_due_time(app: Postroom) -> None:
+    sink_profile(app, 1)
+    queue = app.outbox.queue
+    now = datetime.now(UTC)
+    stale = app.send(msg(priority="low"), profile="sink")
+    assert [c.id for c in queue.claim("dead-worker", limit=1, lease_s=0.05)] == [stale]
+    low = app.send(msg(priority="low"), profile="sink")
+    later = app.send(msg(), profile="sink", send_at=now + timedelta(hours=1))
+    normal_old = app.send(msg(), profile="sink", send_at=now - timedelta(minutes=5))
+    normal_new = app.send(msg(), profile="sink")
+    high = app.send(msg(priority="high"), profile="sink")
+    sink_profile(app, 1, name="off")
+    app.send(msg(priority="high"), profile="off")
+    app.profiles.update("off", {"enabled": False})  # a disabled profile's mail stays put
+    time.sleep(0.1)  # the dead worker's lease runs out
+    ids = [c.id for c in queue.claim("w", limit=10, lease_s=60)]
+    # the message a dead worker held has waited longest: it goes first
+    assert ids == [stale, high, normal_old, normal_new, low] and later not in ids
+
+
+def test_sqlite_claims_walk_the_ready_index(sqlite_app: Postroom) -> None:
+    """Without it a claim sorts every due row: its cost would grow with the queue."""
+    from postroom.outbox.queue import _SQLITE_READY_SQL
+
+    with sqlite_app.engine.connect() as conn:
+        plan = " | ".join(
+            str(r[-1]) for r in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + _SQLITE_READY_SQL, ("", 1))
+        )  # fmt: skip
+    assert "USING INDEX ix_outbox_ready" in plan and "TEMP B-TREE" not in plan

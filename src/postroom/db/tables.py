@@ -15,6 +15,7 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -152,6 +153,9 @@ class Admin(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+READY_CONDITION = "status IN ('queued', 'retrying')"  # outbox.schemas.DUE_STATES
+
+
 class OutboxMessage(Base):
     """One message to deliver; its bytes, composed once at enqueue, are in :class:`OutboxBody`."""
 
@@ -183,6 +187,14 @@ class OutboxMessage(Base):
 
     __table_args__ = (
         Index("ix_outbox_due", "status", "due_at"),
+        # claims walk this in order and stop after a batch, however long the queue
+        Index(
+            "ix_outbox_ready",
+            text("priority DESC"),
+            "due_at",
+            sqlite_where=text(READY_CONDITION),
+            postgresql_where=text(READY_CONDITION),
+        ),
         Index("ix_outbox_profile_status", "profile_id", "status"),
         Index("ix_outbox_created", "created_at"),
     )

@@ -10,17 +10,25 @@ LOCKED`` so many workers never take the same message; SQLite has one writer anyw
 from __future__ import annotations
 
 import builtins
+import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Table, and_, exists, func, insert, or_, select, update
+from sqlalchemy import Table, and_, exists, func, insert, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from postroom.db.tables import OutboxAttempt, OutboxBody, OutboxMessage, Profile, utcnow
+from postroom.db.tables import (
+    READY_CONDITION,
+    OutboxAttempt,
+    OutboxBody,
+    OutboxMessage,
+    Profile,
+    utcnow,
+)
 from postroom.errors import Conflict, NotFound
 from postroom.oauth2.tables import OAuth2Pause
 from postroom.outbox.policy import GiveUp, RetryPolicy, next_attempt
@@ -44,6 +52,14 @@ _MESSAGES: Table = OutboxMessage.__table__  # type: ignore[assignment]
 _BODIES: Table = OutboxBody.__table__  # type: ignore[assignment]
 _ATTEMPTS: Table = OutboxAttempt.__table__  # type: ignore[assignment]
 _M = _MESSAGES.c
+_READY = text(READY_CONDITION)
+_SQLITE_READY_SQL = f"""
+SELECT m.id FROM outbox_messages AS m INDEXED BY ix_outbox_ready
+JOIN profiles AS p ON p.id = m.profile_id
+WHERE m.{READY_CONDITION} AND m.due_at <= ? AND p.enabled = 1
+  AND NOT EXISTS (SELECT 1 FROM oauth2_paused_profiles AS x WHERE x.profile_id = m.profile_id)
+ORDER BY m.priority DESC, m.due_at LIMIT ?
+"""
 
 
 @dataclass(slots=True)
@@ -199,24 +215,26 @@ def _take_sqlite(
     conn = s.connection()
     dialect = conn.dialect
     until = _M.lease_until.type.dialect_impl(dialect).bind_processor(dialect)
-    from_json = _M.recipients.type.dialect_impl(dialect).result_processor(dialect, None)
-    assert until is not None and from_json is not None
+    assert until is not None
+    # the sqlite3 connection of this very transaction: SQLAlchemy's row-by-row fetching
+    # cost as much as the statements themselves
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
     marks = ",".join("?" * len(ids))
     rows = [
-        (id_, profile_id, sender, from_json(recipients), attempts, mid)
-        for id_, profile_id, sender, recipients, attempts, mid in conn.exec_driver_sql(
+        (id_, profile_id, sender, json.loads(recipients), attempts, mid)
+        for id_, profile_id, sender, recipients, attempts, mid in cursor.execute(
             "UPDATE outbox_messages SET status = ?, lease_owner = ?, lease_until = ?,"
             f" attempts = attempts + 1 WHERE id IN ({marks})"
             " RETURNING id, profile_id, envelope_from, recipients, attempts, message_id",
             (OutboxStatus.SENDING.value, token, until(lease_until), *ids),
-        )
+        ).fetchall()
     ]
-    bodies = {
-        id_: raw
-        for id_, raw in conn.exec_driver_sql(
+    bodies: dict[int, bytes] = dict(
+        cursor.execute(
             f"SELECT outbox_id, raw FROM outbox_bodies WHERE outbox_id IN ({marks})", tuple(ids)
-        )
-    }
+        ).fetchall()
+    )
+    cursor.close()
     return rows, bodies
 
 
@@ -292,23 +310,7 @@ class OutboxQueue:
         now = utcnow()
         token = f"{worker}:{uuid.uuid4().hex[:12]}"
         with self._sessions() as s:
-            due = (
-                select(_M.id)
-                .join(Profile, Profile.id == _M.profile_id)
-                .where(
-                    Profile.enabled.is_(True),
-                    _NOT_PAUSED,
-                    or_(
-                        and_(_M.status.in_(DUE_STATES), _M.due_at <= now),
-                        and_(_M.status == OutboxStatus.SENDING.value, _M.lease_until < now),
-                    ),
-                )
-                .order_by(_M.priority.desc(), _M.due_at)
-                .limit(limit)
-            )
-            if s.get_bind().dialect.name == "postgresql":
-                due = due.with_for_update(skip_locked=True, of=_MESSAGES)
-            ids = list(s.scalars(due))
+            ids = self._choose(s, now, limit)
             if not ids:
                 return []
             lease_until = now + timedelta(seconds=lease_s)
@@ -347,6 +349,49 @@ class OutboxQueue:
         ]
         claims.sort(key=lambda c: rank[c.id])
         return claims
+
+    @staticmethod
+    def _choose(s: Session, now: datetime, limit: int) -> builtins.list[int]:
+        """Ids to claim: expired leases first (their worker died), then ready messages by
+        priority and due time, walking ``ix_outbox_ready`` and stopping after ``limit``."""
+        postgres = s.get_bind().dialect.name == "postgresql"
+        expired = (
+            select(_M.id)
+            .join(Profile, Profile.id == _M.profile_id)
+            .where(
+                _M.status == OutboxStatus.SENDING.value,
+                _M.lease_until < now,
+                Profile.enabled.is_(True),
+                _NOT_PAUSED,
+            )
+            .order_by(_M.lease_until)
+            .limit(limit)
+        )
+        if postgres:
+            expired = expired.with_for_update(skip_locked=True, of=_MESSAGES)
+        ids = list(s.scalars(expired))
+        if len(ids) < limit:
+            if postgres:
+                ready = (
+                    select(_M.id)
+                    .join(Profile, Profile.id == _M.profile_id)
+                    .where(_READY, _M.due_at <= now, Profile.enabled.is_(True), _NOT_PAUSED)
+                    .order_by(_M.priority.desc(), _M.due_at)
+                    .limit(limit - len(ids))
+                    .with_for_update(skip_locked=True, of=_MESSAGES)
+                )
+                ids += s.scalars(ready)
+            else:
+                # SQLite's planner, without statistics, prefers sorting every due row
+                # (ix_outbox_due); INDEXED BY makes it walk the ready index and stop
+                conn = s.connection()
+                when = _M.due_at.type.dialect_impl(conn.dialect).bind_processor(conn.dialect)
+                assert when is not None
+                ids += [
+                    r[0]
+                    for r in conn.exec_driver_sql(_SQLITE_READY_SQL, (when(now), limit - len(ids)))
+                ]
+        return ids
 
     def extend(self, claims: Sequence[Claim], *, lease_s: float) -> int:
         """Renew the lease of claims still owned; returns how many were renewed."""
