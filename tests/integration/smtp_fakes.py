@@ -336,7 +336,15 @@ def raw_sink(
         started.set()
         loop.run_forever()
         server.close()
+        # handlers still waiting on a client that keeps its connection open (a pooled
+        # connection of a worker that outlives the sink) end here, not at garbage
+        # collection inside some later test
+        pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
+        for task in pending:
+            task.cancel()
+        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
         loop.run_until_complete(server.wait_closed())
+        loop.close()
 
     t = threading.Thread(target=run, daemon=True)
     t.start()
