@@ -62,12 +62,13 @@ async def test_leases_of_claims_taken_ahead_are_renewed_while_a_server_is_slow(
 ) -> None:
     with raw_sink() as sink:
         sink_profile(app, sink.port, max_connections=1)
+        app.profiles.update("sink", {"smtp": {"send_timeout_s": 20}})  # slow, not dead
         ids = [app.send(msg(subject=f"m{i}"), profile="sink") for i in range(2)]
         sink.gate.clear()
-        worker = Worker(app, batch=1, poll_s=0.05, lease_s=0.6)
+        worker = Worker(app, batch=1, poll_s=0.05, lease_s=1.5)
         run = asyncio.create_task(worker.run(drain=True))
         await until(lambda: row(app, ids[1]).status == "sending", "the second one claimed ahead")
-        await asyncio.sleep(1.5)  # well past the 0.6 s lease of both
+        await asyncio.sleep(3.5)  # well past the 1.5 s lease of both
         # another worker finds nothing to take over: both leases were kept alive
         assert await asyncio.to_thread(app.outbox.queue.claim, "other", limit=10, lease_s=60) == []
         sink.gate.set()
