@@ -25,6 +25,9 @@ class Settings(BaseSettings):
     net_allow: str = ""
     net_ports: str = ""
     log_level: str = "info"
+    #: days a sent, failed, bounced or cancelled message is kept (with its body and
+    #: attempts) before workers delete it; 0 keeps everything
+    outbox_retention_days: int = Field(default=30, ge=0, le=3650)
 
     @property
     def resolved_database_url(self) -> str:

@@ -7,7 +7,7 @@ import base64
 import mimetypes
 import signal
 import sys
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -222,3 +222,27 @@ def cancel(id: int) -> None:
     with opened() as app:
         m = app.outbox.cancel(id)
     typer.echo(f"Message {m.id} is cancelled.")
+
+
+@outbox_app.command("purge")
+@handle_errors
+def purge(
+    older_than: Annotated[
+        int | None,
+        typer.Option(
+            "--older-than",
+            help="Days; default POSTROOM_OUTBOX_RETENTION_DAYS (30). Workers also do this hourly.",
+        ),
+    ] = None,
+) -> None:
+    """Delete sent, failed, bounced and cancelled messages queued more than N days ago."""
+    with opened() as app:
+        days = app.settings.outbox_retention_days if older_than is None else older_than
+        if days < 1 or days > 3650:
+            bad_input("older-than", "must be between 1 and 3650 days")
+        before = datetime.now(UTC) - timedelta(days=days)
+        count = app.outbox.queue.purge(before=before)
+    typer.echo(
+        f"Deleted {count} finished message(s) queued before {before:%Y-%m-%d %H:%M} UTC "
+        "(with their bodies and attempts). Queued and retrying mail is kept."
+    )

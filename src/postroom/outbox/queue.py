@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Table, and_, exists, func, insert, or_, select, text, update
+from sqlalchemy import Table, and_, delete, exists, func, insert, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -532,6 +532,28 @@ class OutboxQueue:
             .values(**values)
         )
         return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    def purge(self, *, before: datetime, chunk: int = 1000) -> int:
+        """Delete messages in a final state (sent, failed, bounced, cancelled) queued before
+        ``before``, with their bodies and attempts; returns how many. Works in chunks, so
+        writers are never held back for long; queued and in-flight mail is never touched."""
+        final = [s.value for s in OutboxStatus if s.final]
+        total = 0
+        while True:
+            with self._sessions() as s:
+                ids = list(
+                    s.scalars(
+                        select(_M.id)
+                        .where(_M.created_at < before, _M.status.in_(final))
+                        .limit(chunk)
+                    )
+                )
+                if not ids:
+                    return total
+                # bodies and attempts go by ON DELETE CASCADE
+                s.execute(delete(_MESSAGES).where(_M.id.in_(ids), _M.status.in_(final)))
+                s.commit()
+            total += len(ids)
 
     # -- reading and control ----------------------------------------------------------------
 

@@ -36,6 +36,7 @@ __all__ = ["Worker"]
 log = logging.getLogger("postroom.worker")
 
 _IDLE_CLOSE_S = 15.0
+_PURGE_EVERY_S = 3600.0
 _WATCH_S = 0.01  # how often an idle worker on SQLite looks for commits
 _NO_SLOT = "no connection slot is free (max_connections reached by other workers)"
 
@@ -118,11 +119,15 @@ class Worker:
         """
         backoff = 0.5
         next_digests = 0.0
+        next_purge = 0.0
         prefetch: asyncio.Task[list[Claim]] | None = None
         keeper = asyncio.create_task(self._keep_leases())
         watch = CommitWatch(self.app.engine)
         try:
             while not self._stop.is_set():
+                if time.monotonic() >= next_purge:
+                    next_purge = time.monotonic() + _PURGE_EVERY_S
+                    await self._purge()
                 if time.monotonic() >= next_digests:
                     # summaries due this period are enqueued exactly once, whichever worker
                     # gets there first (a unique row per subscription and period)
@@ -194,6 +199,20 @@ class Worker:
                 pass
             if watch.changed():
                 return
+
+    async def _purge(self) -> None:
+        """Retention: delete final messages older than ``outbox_retention_days``."""
+        days = self.app.settings.outbox_retention_days
+        if not days:
+            return
+        before = utcnow() - timedelta(days=days)
+        try:
+            count = await asyncio.to_thread(self.app.outbox.queue.purge, before=before)
+        except DBAPIError as exc:
+            log.warning("retention: database unavailable (%s)", type(exc.orig).__name__)
+            return
+        if count:
+            log.info("retention: deleted %d message(s) finished before %s", count, before)
 
     async def _claim(self) -> list[Claim]:
         claims = await asyncio.to_thread(
