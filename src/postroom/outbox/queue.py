@@ -122,21 +122,30 @@ def stage(s: Session, items: Sequence[Enqueue]) -> builtins.list[int]:
     in the order of ``items``. The caller commits."""
     if not items:
         return []
-    if len({i.message_id for i in items}) != len(items):
-        # not from compose (which makes each Message-ID unique): the general path
-        return _stage_in_order(s, items)
-    if s.get_bind().dialect.name == "sqlite":
-        ids = _stage_sqlite(s, items)
-    else:
+    unique = len({i.message_id for i in items}) == len(items)  # compose makes them so
+    if unique and s.get_bind().dialect.name == "sqlite":
+        return _stage_sqlite(s, items)
+    return _stage_core(s, items, by_message_id=unique)
+
+
+def _stage_core(s: Session, items: Sequence[Enqueue], *, by_message_id: bool) -> builtins.list[int]:
+    """SQLAlchemy Core inserts (PostgreSQL, or Message-IDs that are not unique)."""
+    if by_message_id:
         # Returned rows are matched to the items by their Message-ID: asking SQLAlchemy
         # for parameter order costs a sentinel on PostgreSQL and row-by-row on SQLite.
         rows = s.execute(insert(_MESSAGES).returning(_M.message_id, _M.id), _params(items))
         returned: dict[str, int] = {mid: id_ for mid, id_ in rows}
         ids = [returned[i.message_id] for i in items]
-        s.execute(
-            insert(_BODIES),
-            [{"outbox_id": id_, "raw": i.raw} for id_, i in zip(ids, items, strict=True)],
+    else:
+        ids = list(
+            s.execute(
+                insert(_MESSAGES).returning(_M.id, sort_by_parameter_order=True), _params(items)
+            ).scalars()
         )
+    s.execute(
+        insert(_BODIES),
+        [{"outbox_id": id_, "raw": i.raw} for id_, i in zip(ids, items, strict=True)],
+    )
     return ids
 
 
@@ -154,19 +163,6 @@ def _params(items: Sequence[Enqueue]) -> builtins.list[dict[str, Any]]:
     ]  # fmt: skip
 
 
-def _stage_in_order(s: Session, items: Sequence[Enqueue]) -> builtins.list[int]:
-    ids = list(
-        s.execute(
-            insert(_MESSAGES).returning(_M.id, sort_by_parameter_order=True), _params(items)
-        ).scalars()
-    )
-    s.execute(
-        insert(_BODIES),
-        [{"outbox_id": id_, "raw": i.raw} for id_, i in zip(ids, items, strict=True)],
-    )
-    return ids
-
-
 def _stage_sqlite(s: Session, items: Sequence[Enqueue]) -> builtins.list[int]:
     """Multi-row ``INSERT … RETURNING`` statements on the driver, the columns' own bind
     processors applied once per distinct value (a batch shares its times and sender).
@@ -176,9 +172,8 @@ def _stage_sqlite(s: Session, items: Sequence[Enqueue]) -> builtins.list[int]:
     """
     conn = s.connection()
     dialect = conn.dialect
-    when = _memo(_M.created_at.type.dialect_impl(dialect).bind_processor(dialect))
-    as_json = _M.recipients.type.dialect_impl(dialect).bind_processor(dialect)
-    assert as_json is not None
+    when = _memo(_bind(_M.created_at, dialect))
+    as_json = _bind(_M.recipients, dialect)
     now = when(utcnow())
     queued = OutboxStatus.QUEUED.value
     rows = [
@@ -214,8 +209,7 @@ def _take_sqlite(
     """Lease ``ids`` and read what delivery needs, on the driver (see :func:`stage`)."""
     conn = s.connection()
     dialect = conn.dialect
-    until = _M.lease_until.type.dialect_impl(dialect).bind_processor(dialect)
-    assert until is not None
+    until = _bind(_M.lease_until, dialect)
     # the sqlite3 connection of this very transaction: SQLAlchemy's row-by-row fetching
     # cost as much as the statements themselves
     cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
@@ -238,13 +232,20 @@ def _take_sqlite(
     return rows, bodies
 
 
+def _bind(column: Any, dialect: Any) -> Any:
+    """The column's own bind processor on ``dialect`` (what SQLAlchemy would apply)."""
+    process = column.type.dialect_impl(dialect).bind_processor(dialect)
+    assert process is not None, column
+    return process
+
+
 def _memo(process: Any) -> Any:
     """A bind processor that converts each distinct value once."""
     seen: dict[Any, Any] = {}
 
     def convert(value: Any) -> Any:
         if value not in seen:
-            seen[value] = process(value) if process is not None else value
+            seen[value] = process(value)
         return seen[value]
 
     return convert
@@ -385,8 +386,7 @@ class OutboxQueue:
                 # SQLite's planner, without statistics, prefers sorting every due row
                 # (ix_outbox_due); INDEXED BY makes it walk the ready index and stop
                 conn = s.connection()
-                when = _M.due_at.type.dialect_impl(conn.dialect).bind_processor(conn.dialect)
-                assert when is not None
+                when = _bind(_M.due_at, conn.dialect)
                 ids += [
                     r[0]
                     for r in conn.exec_driver_sql(_SQLITE_READY_SQL, (when(now), limit - len(ids)))
@@ -701,9 +701,8 @@ def _insert_attempts(s: Session, attempts: builtins.list[dict[str, Any]]) -> Non
     conn = s.connection()
     dialect = conn.dialect
     c = _ATTEMPTS.c
-    when = _memo(c.at.type.dialect_impl(dialect).bind_processor(dialect))
-    as_json = c.recipient_results.type.dialect_impl(dialect).bind_processor(dialect)
-    assert as_json is not None
+    when = _memo(_bind(c.at, dialect))
+    as_json = _bind(c.recipient_results, dialect)
     conn.exec_driver_sql(
         f"INSERT INTO outbox_attempts ({', '.join(_ATTEMPT_COLUMNS)}) VALUES "
         f"({', '.join('?' * len(_ATTEMPT_COLUMNS))})",

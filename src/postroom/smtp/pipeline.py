@@ -201,8 +201,7 @@ class PipelinedSession:
         results: list[TransactionResult | PipelineBroken] = []
         if not messages:
             return results
-        if self._timeout is not None:
-            self._watchdog()
+        self._watchdog()
         try:
             self._write(self._envelope(messages[0][0], messages[0][1]))
             for index, (_sender, recipients, raw) in enumerate(messages):
