@@ -1,8 +1,10 @@
 """Outbound speed, measured side by side in one run against Postfix's C `smtp-sink`.
 
-postroom (send() into the SQLite outbox, then `postroom worker --drain` delivering) is
+postroom (send() into the SQLite outbox while a running `postroom worker` delivers) is
 compared with plain smtplib as naive code uses it (a new connection per message) and as
-Django uses it (one reused connection), each building its messages the way it would.
+Django uses it (one reused connection), each building its messages the way it would, and
+with Postfix's C load generator `smtp-source` (8 sessions, connections reused, one fixed
+message it never builds): the ceiling for a client on this machine.
 
     python bench/outbound.py [--messages N] [--json]
 """
@@ -63,6 +65,19 @@ def build(i: int) -> EmailMessage:
     m["Subject"] = f"Run {i} finished"
     m.set_content(BODY)
     return m
+
+
+def smtp_source(port: int, n: int) -> float | None:
+    """Postfix's C ``smtp-source``: as many sessions as the postroom profile's connections,
+    each reusing its connection (``-d``), a message of the same size. None when missing."""
+    exe = shutil.which("smtp-source") or "/usr/sbin/smtp-source"
+    if not Path(exe).exists():
+        return None
+    args = [exe, "-4", "-d", "-s", "8", "-l", str(len(BODY) + 300), "-m", str(n)]
+    args += ["-f", "robot@bench.test", "-t", "user@bench.test", f"127.0.0.1:{port}"]
+    started = time.perf_counter()
+    subprocess.run(args, check=True, stdout=subprocess.DEVNULL)
+    return n / (time.perf_counter() - started)
 
 
 def smtplib_new_connection(port: int, n: int) -> float:
@@ -163,16 +178,23 @@ def main() -> None:
         baseline_n = min(args.messages, 2000)
         new_conn = smtplib_new_connection(port, baseline_n)
         reused = smtplib_reused(port, baseline_n)
+        c_tool = smtp_source(port, max(args.messages, 20000))
         with tempfile.TemporaryDirectory() as tmp:
             result = postroom_run(port, args.messages, Path(tmp))
     finally:
         sink.terminate()
         sink.wait(5)
+    rate = result["postroom_msgs_per_s"]
     out = {
         **result,
-        "baselines": {"smtplib_new_connection": new_conn, "smtplib_reused_connection": reused},
-        "ratio_vs_smtplib_new_connection": result["postroom_msgs_per_s"] / new_conn,
-        "ratio_vs_smtplib_reused_connection": result["postroom_msgs_per_s"] / reused,
+        "baselines": {
+            "smtplib_new_connection": new_conn,
+            "smtplib_reused_connection": reused,
+            "smtp_source": c_tool,
+        },
+        "ratio_vs_smtplib_new_connection": rate / new_conn,
+        "ratio_vs_smtplib_reused_connection": rate / reused,
+        "ratio_vs_smtp_source": rate / c_tool if c_tool else None,
     }
     if args.json:
         print(json.dumps(out, indent=2))
@@ -187,6 +209,12 @@ def main() -> None:
     print(
         f"smtplib, one reused connection:{reused:>9.0f} msg/s   ratio {out['ratio_vs_smtplib_reused_connection']:.2f}x"
     )
+    if c_tool:
+        print(
+            f"smtp-source (C, 8 sessions):   {c_tool:>9.0f} msg/s   ratio {out['ratio_vs_smtp_source']:.2f}x"
+        )
+    else:
+        print("smtp-source (C):               not installed (Debian's postfix package has it)")
     print(
         f"send() latency p50 / p99:      {result['send_p50_ms']:.2f} / {result['send_p99_ms']:.2f} ms (SQLite, synchronous=FULL)"
     )

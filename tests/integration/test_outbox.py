@@ -238,6 +238,53 @@ def test_stale_owner_cannot_overwrite_the_new_owner(app: Postroom) -> None:
     assert app.outbox.get(id).status == "sent"
 
 
+def test_a_batch_with_one_lost_lease_records_only_the_messages_still_owned(
+    app: Postroom,
+) -> None:
+    """The plain-250 path writes a whole batch at once; a lease lost meanwhile is found
+    and refused, the others recorded, with one attempt each."""
+    from postroom.outbox.queue import Delivery
+    from postroom.smtp.replies import Outcome
+
+    sink_profile(app, 1)
+    ids = [app.send(msg(), profile="sink") for _ in range(3)]
+    queue = app.outbox.queue
+    old = queue.claim("old-worker", limit=10, lease_s=60)
+    assert sorted(c.id for c in old) == sorted(ids)
+    lost = old[1]
+    queue.release([lost])  # back in the queue, then taken by another worker
+    new = queue.claim("new-worker", limit=10, lease_s=60)
+    assert [c.id for c in new] == [lost.id]
+    refused = queue.complete([Delivery(c, Outcome.SENT, 250, "250 ok", "old-worker") for c in old])
+    assert refused == [lost.id]
+    assert [app.outbox.get(i).status for i in ids] == ["sent", "sending", "sent"]
+    assert [len(app.outbox.get(i).history) for i in ids] == [1, 0, 1]
+
+
+def test_a_message_cancelled_after_being_chosen_is_not_claimed(
+    app: Postroom, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from postroom.outbox.queue import OutboxQueue
+
+    sink_profile(app, 1)
+    keep, cancel = app.send(msg(), profile="sink"), app.send(msg(), profile="sink")
+    choose = OutboxQueue._choose
+
+    def choose_then_cancel(s: Any, now: Any, limit: int) -> list[int]:
+        chosen = choose(s, now, limit)
+        if app.engine.dialect.name == "sqlite":  # PostgreSQL holds the rows locked instead
+            app.outbox.cancel(cancel)
+        return chosen
+
+    monkeypatch.setattr(OutboxQueue, "_choose", staticmethod(choose_then_cancel))
+    claimed = app.outbox.queue.claim("w", limit=10, lease_s=60)
+    if app.engine.dialect.name == "sqlite":
+        assert [c.id for c in claimed] == [keep]
+        assert app.outbox.get(cancel).status == "cancelled"
+    else:
+        assert sorted(c.id for c in claimed) == sorted([keep, cancel])
+
+
 def away_from_a_minute_boundary() -> None:
     """Rate windows are calendar minutes: a test that must stay inside one starts early
     enough in it (draining looks 5 s ahead, so the held messages must not become due)."""

@@ -196,40 +196,51 @@ def _stage_sqlite(s: Session, items: Sequence[Enqueue]) -> builtins.list[int]:
         flat = tuple(v for row in chunk for v in row)
         returned.update(tuple(r) for r in conn.exec_driver_sql(sql, flat))
     ids = [returned[i.message_id] for i in items]
-    conn.exec_driver_sql(
-        "INSERT INTO outbox_bodies (outbox_id, raw) VALUES (?, ?)",
+    _insert_rows(
+        conn, "outbox_bodies", ("outbox_id", "raw"),
         [(id_, i.raw) for id_, i in zip(ids, items, strict=True)],
-    )
+    )  # fmt: skip
     return ids
 
 
-def _take_sqlite(
-    s: Session, ids: builtins.list[int], token: str, lease_until: datetime
-) -> tuple[builtins.list[tuple[Any, ...]], dict[int, bytes]]:
-    """Lease ``ids`` and read what delivery needs, on the driver (see :func:`stage`)."""
+def _lease_sqlite(
+    s: Session, ids: builtins.list[int], token: str, now: datetime, lease_until: datetime
+) -> None:
+    """Lease ``ids`` in one statement that returns no rows (see :meth:`OutboxQueue.claim`).
+
+    Only a message still due, or whose lease has expired, is taken: one cancelled or
+    claimed since it was chosen keeps its state."""
     conn = s.connection()
-    dialect = conn.dialect
-    until = _bind(_M.lease_until, dialect)
-    # the sqlite3 connection of this very transaction: SQLAlchemy's row-by-row fetching
-    # cost as much as the statements themselves
+    when = _bind(_M.lease_until, conn.dialect)
+    conn.exec_driver_sql(
+        "UPDATE outbox_messages SET status = ?, lease_owner = ?, lease_until = ?,"
+        f" attempts = attempts + 1 WHERE id IN ({','.join('?' * len(ids))})"
+        f" AND ({READY_CONDITION} OR (status = ? AND lease_until < ?))",
+        (OutboxStatus.SENDING.value, token, when(lease_until), *ids,
+         OutboxStatus.SENDING.value, when(now)),
+    )  # fmt: skip
+
+
+def _read_claimed_sqlite(
+    s: Session, ids: builtins.list[int], token: str
+) -> builtins.list[tuple[Any, ...]]:
+    """What delivery needs of the messages ``token`` leased, read after the lease committed
+    (a read holds no lock); on the driver, as SQLAlchemy's row-by-row fetching cost as much
+    as the statement."""
+    conn = s.connection()
     cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-    marks = ",".join("?" * len(ids))
     rows = [
-        (id_, profile_id, sender, json.loads(recipients), attempts, mid)
-        for id_, profile_id, sender, recipients, attempts, mid in cursor.execute(
-            "UPDATE outbox_messages SET status = ?, lease_owner = ?, lease_until = ?,"
-            f" attempts = attempts + 1 WHERE id IN ({marks})"
-            " RETURNING id, profile_id, envelope_from, recipients, attempts, message_id",
-            (OutboxStatus.SENDING.value, token, until(lease_until), *ids),
+        (id_, profile_id, sender, json.loads(recipients), attempts, mid, raw)
+        for id_, profile_id, sender, recipients, attempts, mid, raw in cursor.execute(
+            "SELECT m.id, m.profile_id, m.envelope_from, m.recipients, m.attempts,"
+            " m.message_id, b.raw FROM outbox_messages AS m"
+            " JOIN outbox_bodies AS b ON b.outbox_id = m.id"
+            f" WHERE m.id IN ({','.join('?' * len(ids))}) AND m.lease_owner = ?",
+            (*ids, token),
         ).fetchall()
     ]
-    bodies: dict[int, bytes] = dict(
-        cursor.execute(
-            f"SELECT outbox_id, raw FROM outbox_bodies WHERE outbox_id IN ({marks})", tuple(ids)
-        ).fetchall()
-    )
     cursor.close()
-    return rows, bodies
+    return rows
 
 
 def _bind(column: Any, dialect: Any) -> Any:
@@ -249,6 +260,21 @@ def _memo(process: Any) -> Any:
         return seen[value]
 
     return convert
+
+
+def _insert_rows(
+    conn: Any, table: str, columns: Sequence[str], rows: Sequence[tuple[Any, ...]]
+) -> None:
+    """Multi-row INSERTs on the driver: one statement (one step) per chunk of rows rather
+    than one per row, each of which gives up and re-takes the GIL with the write lock held."""
+    one = "(" + ",".join("?" * len(columns)) + ")"
+    per = max(1, 30000 // len(columns))  # SQLite takes up to 32,766 parameters
+    for k in range(0, len(rows), per):
+        chunk = rows[k : k + per]
+        conn.exec_driver_sql(
+            f"INSERT INTO {table} ({', '.join(columns)}) VALUES " + ",".join([one] * len(chunk)),
+            tuple(v for row in chunk for v in row),
+        )
 
 
 class OutboxQueue:
@@ -316,23 +342,26 @@ class OutboxQueue:
                 return []
             lease_until = now + timedelta(seconds=lease_s)
             if s.get_bind().dialect.name == "sqlite":
-                rows, bodies = _take_sqlite(s, ids, token, lease_until)
+                # The write lock is held only for one UPDATE that returns nothing; the rows
+                # are read after the commit. Returning 500 rows inside the transaction gave
+                # up and re-took the GIL once a row, and with delivery busy on the event
+                # loop that kept other writers (send()) waiting tens of milliseconds.
+                _lease_sqlite(s, ids, token, now, lease_until)
+                s.commit()
+                taken = _read_claimed_sqlite(s, ids, token)
             else:
-                rows = [
-                    tuple(r)
-                    for r in s.execute(
-                        update(_MESSAGES)
-                        .where(_M.id.in_(ids))
-                        .values(
-                            status=OutboxStatus.SENDING.value, lease_owner=token,
-                            lease_until=lease_until, attempts=_M.attempts + 1,
-                        )
-                        .returning(
-                            _M.id, _M.profile_id, _M.envelope_from, _M.recipients,
-                            _M.attempts, _M.message_id,
-                        )
+                rows = s.execute(
+                    update(_MESSAGES)
+                    .where(_M.id.in_(ids))
+                    .values(
+                        status=OutboxStatus.SENDING.value, lease_owner=token,
+                        lease_until=lease_until, attempts=_M.attempts + 1,
                     )
-                ]  # fmt: skip
+                    .returning(
+                        _M.id, _M.profile_id, _M.envelope_from, _M.recipients,
+                        _M.attempts, _M.message_id,
+                    )
+                ).all()  # fmt: skip
                 bodies = {
                     id_: raw
                     for id_, raw in s.execute(
@@ -341,12 +370,13 @@ class OutboxQueue:
                         )
                     )
                 }
-            s.commit()
+                s.commit()
+                taken = [(*r, bodies[r[0]]) for r in rows]
         # in the order they were chosen (priority, then due time)
         rank = {id_: k for k, id_ in enumerate(ids)}
         claims = [
-            Claim(id_, token, profile_id, sender, recipients, bodies[id_], attempts, mid)
-            for id_, profile_id, sender, recipients, attempts, mid in rows
+            Claim(id_, token, profile_id, sender, recipients, raw, attempts, mid)
+            for id_, profile_id, sender, recipients, attempts, mid, raw in taken
         ]
         claims.sort(key=lambda c: rank[c.id])
         return claims
@@ -387,10 +417,14 @@ class OutboxQueue:
                 # (ix_outbox_due); INDEXED BY makes it walk the ready index and stop
                 conn = s.connection()
                 when = _bind(_M.due_at, conn.dialect)
+                cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
                 ids += [
                     r[0]
-                    for r in conn.exec_driver_sql(_SQLITE_READY_SQL, (when(now), limit - len(ids)))
+                    for r in cursor.execute(
+                        _SQLITE_READY_SQL, (when(now), limit - len(ids))
+                    ).fetchall()
                 ]
+                cursor.close()
         return ids
 
     def extend(self, claims: Sequence[Claim], *, lease_s: float) -> int:
@@ -443,50 +477,73 @@ class OutboxQueue:
     def complete(self, deliveries: Sequence[Delivery]) -> builtins.list[int]:
         """Record outcomes in one transaction; returns the ids whose write was refused
         because the worker no longer owned them (its lease expired and was taken over)."""
-        refused: list[int] = []
-        attempts: list[dict[str, Any]] = []
         now = utcnow()
-        # the common case — accepted, no per-recipient refusals — is one statement per owner
-        plain = [
-            d
-            for d in deliveries
-            if d.outcome is Outcome.SENT and not d.release and not d.recipient_results
-        ]
-        chosen = {id(d) for d in plain}
-        others = [d for d in deliveries if id(d) not in chosen]
         with self._sessions() as s:
-            for token in {d.claim.token for d in plain}:
-                mine = [d for d in plain if d.claim.token == token]
-                done = set(
-                    s.scalars(
-                        update(_MESSAGES)
-                        .where(
-                            _M.id.in_([d.claim.id for d in mine]),
-                            _M.lease_owner == token,
-                            _M.status == OutboxStatus.SENDING.value,
-                        )
-                        .values(
-                            status=OutboxStatus.SENT.value, sent_at=now, last_error=None,
-                            lease_owner=None, lease_until=None, last_code=250,
-                            recipient_results=None,
-                        )
-                        .returning(_M.id)
-                    )
-                )  # fmt: skip
-                for d in mine:
-                    if d.claim.id in done:
-                        attempts.append(_attempt_row(d, now))
-                    else:
-                        refused.append(d.claim.id)
-            for d in others:
-                if self._complete_one(s, d, now):
-                    if not d.release:
-                        attempts.append(_attempt_row(d, now))
-                else:
-                    refused.append(d.claim.id)
-            if attempts:
-                _insert_attempts(s, attempts)
+            if s.get_bind().dialect.name == "sqlite":
+                # As in claim: no rows come back inside the write lock. When every update
+                # touched its row, the counts say all were still ours (the usual case).
+                refused = self._record(s, deliveries, now, counted=True)
+                if refused is not None:
+                    s.commit()
+                    return refused
+                s.rollback()  # a lease was lost meanwhile: find out which ones, below
+            refused = self._record(s, deliveries, now, counted=False)
             s.commit()
+            return refused or []
+
+    def _record(
+        self, s: Session, deliveries: Sequence[Delivery], now: datetime, *, counted: bool
+    ) -> builtins.list[int] | None:
+        """Write outcomes and attempts; the refused ids, or (``counted``) None when a
+        statement touched fewer rows than it should have."""
+        refused: list[int] = []
+        # the common case — a plain 250, no per-recipient refusals — is one statement per owner
+        plain: dict[str, list[Delivery]] = {}
+        others = []
+        for d in deliveries:
+            if (
+                d.outcome is Outcome.SENT
+                and d.code == 250
+                and not d.release
+                and not d.recipient_results
+            ):
+                plain.setdefault(d.claim.token, []).append(d)
+            else:
+                others.append(d)
+        attempts = [_attempt_row(d, now) for mine in plain.values() for d in mine]
+        for token, mine in plain.items():
+            ids = [d.claim.id for d in mine]
+            statement = (
+                update(_MESSAGES)
+                .where(
+                    _M.id.in_(ids),
+                    _M.lease_owner == token,
+                    _M.status == OutboxStatus.SENDING.value,
+                )
+                .values(
+                    status=OutboxStatus.SENT.value, sent_at=now, last_error=None,
+                    lease_owner=None, lease_until=None, last_code=250, recipient_results=None,
+                )
+            )  # fmt: skip
+            if counted:
+                if s.execute(statement).rowcount != len(ids):  # type: ignore[attr-defined]
+                    return None
+                continue
+            done = set(s.scalars(statement.returning(_M.id)))
+            refused += [i for i in ids if i not in done]
+        if refused:
+            lost = set(refused)
+            attempts = [a for a in attempts if a["outbox_id"] not in lost]
+        for d in others:
+            if self._complete_one(s, d, now):
+                if not d.release:
+                    attempts.append(_attempt_row(d, now))
+            elif counted:
+                return None
+            else:
+                refused.append(d.claim.id)
+        if attempts:
+            _insert_attempts(s, attempts)
         return refused
 
     def _complete_one(self, s: Session, d: Delivery, now: datetime) -> bool:
@@ -693,7 +750,7 @@ _ATTEMPT_COLUMNS = (
 
 
 def _insert_attempts(s: Session, attempts: builtins.list[dict[str, Any]]) -> None:
-    """One attempt row per delivery. On SQLite an ``executemany`` on the driver with the
+    """One attempt row per delivery. On SQLite multi-row inserts on the driver with the
     columns' bind processors applied once per distinct value, as in :func:`stage`."""
     if s.get_bind().dialect.name != "sqlite":
         s.execute(insert(_ATTEMPTS), attempts)
@@ -703,18 +760,14 @@ def _insert_attempts(s: Session, attempts: builtins.list[dict[str, Any]]) -> Non
     c = _ATTEMPTS.c
     when = _memo(_bind(c.at, dialect))
     as_json = _bind(c.recipient_results, dialect)
-    conn.exec_driver_sql(
-        f"INSERT INTO outbox_attempts ({', '.join(_ATTEMPT_COLUMNS)}) VALUES "
-        f"({', '.join('?' * len(_ATTEMPT_COLUMNS))})",
-        [
-            (
-                a["outbox_id"], when(a["at"]), a["worker"], a["outcome"], a["code"], a["text"],
-                as_json(a["recipient_results"]),
-                a["duration_ms"],
-            )
-            for a in attempts
-        ],
-    )  # fmt: skip
+    rows = [
+        (
+            a["outbox_id"], when(a["at"]), a["worker"], a["outcome"], a["code"], a["text"],
+            as_json(a["recipient_results"]), a["duration_ms"],
+        )
+        for a in attempts
+    ]  # fmt: skip
+    _insert_rows(conn, "outbox_attempts", _ATTEMPT_COLUMNS, rows)
 
 
 def _attempt_row(d: Delivery, now: datetime) -> dict[str, Any]:
