@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from itertools import chain
 from typing import Any
 
 from sqlalchemy import Table, and_, delete, exists, func, insert, or_, select, text, update
@@ -193,7 +194,7 @@ def _stage_sqlite(s: Session, items: Sequence[Enqueue]) -> builtins.list[int]:
             + ",".join([one] * len(chunk))
             + " RETURNING message_id, id"
         )
-        flat = tuple(v for row in chunk for v in row)
+        flat = tuple(chain.from_iterable(chunk))
         returned.update(tuple(r) for r in conn.exec_driver_sql(sql, flat))
     ids = [returned[i.message_id] for i in items]
     _insert_rows(
@@ -273,7 +274,7 @@ def _insert_rows(
         chunk = rows[k : k + per]
         conn.exec_driver_sql(
             f"INSERT INTO {table} ({', '.join(columns)}) VALUES " + ",".join([one] * len(chunk)),
-            tuple(v for row in chunk for v in row),
+            tuple(chain.from_iterable(chunk)),
         )
 
 

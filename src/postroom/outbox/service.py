@@ -74,7 +74,11 @@ class Outbox:
         return _Resolved(row.id, row.name, SenderSettings.model_validate(row.spec["sender"]))
 
     def _prepare(
-        self, s: Session, req: SendRequest, cache: dict[tuple[str | None, str | None], _Resolved]
+        self,
+        s: Session,
+        req: SendRequest,
+        cache: dict[tuple[str | None, str | None], _Resolved],
+        now: datetime,
     ) -> Enqueue:
         message = (
             req.message
@@ -88,7 +92,6 @@ class Outbox:
             cache[key] = self._resolve(s, req.profile, req.process)
         profile = cache[key]
         composed = compose(message, sender=profile.sender)
-        now = datetime.now(UTC)
         due = req.send_at or now
         if due.tzinfo is None:
             raise ValidationError(FieldError("send_at", "must include a time zone (e.g. …Z)"))
@@ -127,11 +130,12 @@ class Outbox:
     def send_many(self, requests: Sequence[SendRequest], /) -> builtins.list[int]:
         """Like :meth:`send` for a batch, in one transaction: all are stored or none."""
         cache: dict[tuple[str | None, str | None], _Resolved] = {}
+        now = datetime.now(UTC)  # one time for the batch: it is stored in one transaction
         with self._sessions() as s:
             items = []
             for index, req in enumerate(requests):
                 try:
-                    items.append(self._prepare(s, req, cache))
+                    items.append(self._prepare(s, req, cache, now))
                 except ValidationError as exc:
                     if len(requests) == 1:
                         raise
@@ -179,5 +183,5 @@ class Stager:
     def add(self, request: SendRequest) -> int:
         """Validate, compose and stage one message; returns its outbox id (flushed, not
         committed). Raises ValidationError like :meth:`Outbox.send`, staging nothing then."""
-        item = self._outbox._prepare(self._session, request, self._cache)
+        item = self._outbox._prepare(self._session, request, self._cache, datetime.now(UTC))
         return stage(self._session, [item])[0]
