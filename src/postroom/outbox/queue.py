@@ -346,7 +346,8 @@ class OutboxQueue:
                 # The write lock is held only for one UPDATE that returns nothing; the rows
                 # are read after the commit. Returning 500 rows inside the transaction gave
                 # up and re-took the GIL once a row, and with delivery busy on the event
-                # loop that kept other writers (send()) waiting tens of milliseconds.
+                # loop that kept other writers (send()) waiting tens of milliseconds
+                # (docs/decisions/0005).
                 _lease_sqlite(s, ids, token, now, lease_until)
                 s.commit()
                 taken = _read_claimed_sqlite(s, ids, token)
@@ -481,8 +482,9 @@ class OutboxQueue:
         now = utcnow()
         with self._sessions() as s:
             if s.get_bind().dialect.name == "sqlite":
-                # As in claim: no rows come back inside the write lock. When every update
-                # touched its row, the counts say all were still ours (the usual case).
+                # As in claim (docs/decisions/0005): no rows come back inside the write
+                # lock. When every update touched its row, the counts say all were still
+                # ours (the usual case).
                 refused = self._record(s, deliveries, now, counted=True)
                 if refused is not None:
                     s.commit()
