@@ -763,10 +763,12 @@ def _insert_attempts(s: Session, attempts: builtins.list[dict[str, Any]]) -> Non
     c = _ATTEMPTS.c
     when = _memo(_bind(c.at, dialect))
     as_json = _bind(c.recipient_results, dialect)
+    null = as_json(None)  # what almost every attempt stores: convert it once
     rows = [
         (
             a["outbox_id"], when(a["at"]), a["worker"], a["outcome"], a["code"], a["text"],
-            as_json(a["recipient_results"]), a["duration_ms"],
+            null if a["recipient_results"] is None else as_json(a["recipient_results"]),
+            a["duration_ms"],
         )
         for a in attempts
     ]  # fmt: skip

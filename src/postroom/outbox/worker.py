@@ -349,9 +349,11 @@ class Worker:
                 self._result(c, Outcome.TRANSIENT, None, f"profile unavailable: {exc}")
                 for c in claims
             ]
-        granted = await asyncio.to_thread(
-            self.app.limits.reserve, profile_id, len(claims), state.spec.rate_limit_per_minute
-        )
+        granted = len(claims)
+        if state.spec.rate_limit_per_minute is not None:
+            granted = await asyncio.to_thread(
+                self.app.limits.reserve, profile_id, len(claims), state.spec.rate_limit_per_minute
+            )
         if granted < len(claims):
             next_window = utcnow().replace(second=0, microsecond=0) + timedelta(minutes=1)
             await self._release(claims[granted:], due_at=next_window)
