@@ -167,6 +167,11 @@ def postroom_run(port: int, n: int, workdir: Path) -> dict[str, float]:
     }
 
 
+def progress(text: str) -> None:
+    """What is running now, on stderr (stdout stays the result, or the JSON)."""
+    print(f"bench: {text}", file=sys.stderr, flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=5000)
@@ -176,9 +181,13 @@ def main() -> None:
     sink = start_sink(port)
     try:
         baseline_n = min(args.messages, 2000)
+        progress(f"smtplib, {baseline_n} messages with a new connection each, then reusing one")
         new_conn = smtplib_new_connection(port, baseline_n)
         reused = smtplib_reused(port, baseline_n)
-        c_tool = smtp_source(port, max(args.messages, 20000))
+        c_tool_n = max(args.messages, 20000)
+        progress(f"smtp-source, {c_tool_n} messages")
+        c_tool = smtp_source(port, c_tool_n)
+        progress(f"postroom, {args.messages} messages: send() latency, send_many, end to end")
         with tempfile.TemporaryDirectory() as tmp:
             result = postroom_run(port, args.messages, Path(tmp))
     finally:
