@@ -115,7 +115,6 @@ _COLUMNS = (
     "deadline_at", "attempts", "message_id", "idempotency_key", "subject", "envelope_from",
     "recipients",
 )  # fmt: skip
-_SQLITE_ROWS_PER_INSERT = 1000  # 14 parameters a row, well below SQLite's 32,766
 
 
 def stage(s: Session, items: Sequence[Enqueue]) -> builtins.list[int]:
@@ -185,17 +184,9 @@ def _stage_sqlite(s: Session, items: Sequence[Enqueue]) -> builtins.list[int]:
         )
         for i in items
     ]  # fmt: skip
-    returned: dict[str, int] = {}
-    one = "(" + ",".join("?" * len(_COLUMNS)) + ")"
-    for k in range(0, len(rows), _SQLITE_ROWS_PER_INSERT):
-        chunk = rows[k : k + _SQLITE_ROWS_PER_INSERT]
-        sql = (
-            f"INSERT INTO outbox_messages ({', '.join(_COLUMNS)}) VALUES "
-            + ",".join([one] * len(chunk))
-            + " RETURNING message_id, id"
-        )
-        flat = tuple(chain.from_iterable(chunk))
-        returned.update(tuple(r) for r in conn.exec_driver_sql(sql, flat))
+    returned = dict(
+        _insert_rows(conn, "outbox_messages", _COLUMNS, rows, returning="message_id, id")
+    )
     ids = [returned[i.message_id] for i in items]
     _insert_rows(
         conn, "outbox_bodies", ("outbox_id", "raw"),
@@ -226,22 +217,29 @@ def _read_claimed_sqlite(
     s: Session, ids: builtins.list[int], token: str
 ) -> builtins.list[tuple[Any, ...]]:
     """What delivery needs of the messages ``token`` leased, read after the lease committed
-    (a read holds no lock); on the driver, as SQLAlchemy's row-by-row fetching cost as much
-    as the statement."""
-    conn = s.connection()
-    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-    rows = [
+    (a read holds no lock)."""
+    return [
         (id_, profile_id, sender, json.loads(recipients), attempts, mid, raw)
-        for id_, profile_id, sender, recipients, attempts, mid, raw in cursor.execute(
+        for id_, profile_id, sender, recipients, attempts, mid, raw in _driver_rows(
+            s,
             "SELECT m.id, m.profile_id, m.envelope_from, m.recipients, m.attempts,"
             " m.message_id, b.raw FROM outbox_messages AS m"
             " JOIN outbox_bodies AS b ON b.outbox_id = m.id"
             f" WHERE m.id IN ({','.join('?' * len(ids))}) AND m.lease_owner = ?",
             (*ids, token),
-        ).fetchall()
+        )
     ]
-    cursor.close()
-    return rows
+
+
+def _driver_rows(s: Session, sql: str, params: Sequence[Any]) -> builtins.list[Any]:
+    """All rows of ``sql`` from the sqlite3 connection of the session's transaction, on the
+    driver: SQLAlchemy's row-by-row fetching cost as much as the statements themselves."""
+    cursor = s.connection().connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        rows: builtins.list[Any] = cursor.execute(sql, params).fetchall()
+        return rows
+    finally:
+        cursor.close()
 
 
 def _bind(column: Any, dialect: Any) -> Any:
@@ -264,18 +262,31 @@ def _memo(process: Any) -> Any:
 
 
 def _insert_rows(
-    conn: Any, table: str, columns: Sequence[str], rows: Sequence[tuple[Any, ...]]
-) -> None:
+    conn: Any,
+    table: str,
+    columns: Sequence[str],
+    rows: Sequence[tuple[Any, ...]],
+    *,
+    returning: str = "",
+) -> builtins.list[tuple[Any, ...]]:
     """Multi-row INSERTs on the driver: one statement (one step) per chunk of rows rather
-    than one per row, each of which gives up and re-takes the GIL with the write lock held."""
+    than one per row, each of which gives up and re-takes the GIL with the write lock held.
+    Returns the ``returning`` columns of every row inserted."""
     one = "(" + ",".join("?" * len(columns)) + ")"
     per = max(1, 30000 // len(columns))  # SQLite takes up to 32,766 parameters
+    suffix = f" RETURNING {returning}" if returning else ""
+    out: list[tuple[Any, ...]] = []
     for k in range(0, len(rows), per):
         chunk = rows[k : k + per]
-        conn.exec_driver_sql(
-            f"INSERT INTO {table} ({', '.join(columns)}) VALUES " + ",".join([one] * len(chunk)),
+        result = conn.exec_driver_sql(
+            f"INSERT INTO {table} ({', '.join(columns)}) VALUES "
+            + ",".join([one] * len(chunk))
+            + suffix,
             tuple(chain.from_iterable(chunk)),
         )
+        if returning:
+            out += [tuple(r) for r in result]
+    return out
 
 
 class OutboxQueue:
@@ -417,16 +428,9 @@ class OutboxQueue:
             else:
                 # SQLite's planner, without statistics, prefers sorting every due row
                 # (ix_outbox_due); INDEXED BY makes it walk the ready index and stop
-                conn = s.connection()
-                when = _bind(_M.due_at, conn.dialect)
-                cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-                ids += [
-                    r[0]
-                    for r in cursor.execute(
-                        _SQLITE_READY_SQL, (when(now), limit - len(ids))
-                    ).fetchall()
-                ]
-                cursor.close()
+                when = _bind(_M.due_at, s.get_bind().dialect)
+                rows = _driver_rows(s, _SQLITE_READY_SQL, (when(now), limit - len(ids)))
+                ids += [r[0] for r in rows]
         return ids
 
     def extend(self, claims: Sequence[Claim], *, lease_s: float) -> int:
