@@ -172,9 +172,20 @@ def progress(text: str) -> None:
     print(f"bench: {text}", file=sys.stderr, flush=True)
 
 
+def message_count(text: str) -> int:
+    """``--messages``: a whole number of at least 100 (p99 needs a hundred sends)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 100:
+        raise argparse.ArgumentTypeError(f"must be at least 100, got {value}")
+    return value
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--messages", type=int, default=5000)
+    parser.add_argument("--messages", type=message_count, default=5000, help="at least 100")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     port = free_port()

@@ -48,3 +48,15 @@ def test_outbound_benchmark_reports_every_measure_side_by_side() -> None:
     ):
         assert baselines[name] > 0, name
         assert abs(report[ratio_key] - rate / baselines[name]) < 1e-9, ratio_key
+
+
+def test_outbound_benchmark_refuses_a_bad_message_count_clearly() -> None:
+    for bad in ("5", "abc"):
+        done = subprocess.run(
+            [sys.executable, str(BENCH), "--messages", bad],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 2, done.stderr
+        assert "--messages" in done.stderr and "Traceback" not in done.stderr
