@@ -5,14 +5,19 @@ driver-level multi-row insert that must store exactly what SQLAlchemy would
 from __future__ import annotations
 
 import time
+import uuid
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
-from sqlalchemy import text
+import pytest
+from sqlalchemy import create_engine, text
 
 from postroom import Postroom
 from postroom.outbox.queue import Enqueue, _stage_core, stage
 from postroom.outbox.service import SendRequest
+from postroom.settings import Settings
+from tests.conftest import PG_URL
 from tests.integration.test_outbox import msg, sink_profile
 
 
@@ -143,3 +148,103 @@ def test_sqlite_claims_walk_the_ready_index(sqlite_app: Postroom) -> None:
             str(r[-1]) for r in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + _SQLITE_READY_SQL, ("", 1))
         )  # fmt: skip
     assert "USING INDEX ix_outbox_ready" in plan and "TEMP B-TREE" not in plan
+
+
+def test_sqlite_expired_leases_are_found_among_the_messages_being_sent(
+    sqlite_app: Postroom,
+) -> None:
+    """Profile by profile on (profile, status): never a read of every message."""
+    from postroom.outbox.queue import _SQLITE_EXPIRED_SQL
+
+    with sqlite_app.engine.connect() as conn:
+        plan = " | ".join(
+            str(r[-1]) for r in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + _SQLITE_EXPIRED_SQL, ("", 1))
+        )  # fmt: skip
+    assert "SEARCH m USING INDEX ix_outbox_profile_status (profile_id=? AND status=?)" in plan
+    assert "SCAN m" not in plan
+
+
+def test_listing_a_rare_state_reads_the_attention_index(sqlite_app: Postroom) -> None:
+    """Failed mail is found without reading the sent mail around it."""
+    query = sqlite_app.outbox.queue.list_query(status="failed")
+    sql = str(query.compile(sqlite_app.engine, compile_kwargs={"literal_binds": True}))
+    with sqlite_app.engine.connect() as conn:
+        plan = " | ".join(str(r[-1]) for r in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql))
+    assert "USING INDEX ix_outbox_attention (status=?)" in plan
+
+
+def test_a_new_sqlite_database_has_16_kib_pages(sqlite_app: Postroom) -> None:
+    """Several composed messages share a page (docs/decisions/0006)."""
+    with sqlite_app.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA page_size").scalar() == 16384
+        assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == 2048
+
+
+def test_an_existing_4_kib_database_keeps_its_pages_and_checkpoints_by_size(
+    tmp_path: Path,
+) -> None:
+    import sqlite3
+
+    path = tmp_path / "data" / "postroom.db"
+    path.parent.mkdir()
+    sqlite3.connect(path).execute("CREATE TABLE t (x)").connection.commit()  # 4 KiB pages
+    app = Postroom.open(settings=Settings(data_dir=tmp_path / "data"))
+    try:
+        with app.engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA page_size").scalar() == 4096
+            assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == 8192
+        sink_profile(app, 1)
+        assert app.outbox.get(app.send(msg(), profile="sink")).status == "queued"
+    finally:
+        app.close()
+
+
+@pytest.mark.parametrize("db", ["sqlite", "postgresql"])
+def test_migration_0010_swaps_the_status_index_and_keeps_the_queue(
+    db: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    from alembic import command
+    from sqlalchemy import inspect
+
+    from postroom.db.engine import _alembic_config, make_engine, upgrade
+
+    url = f"sqlite:///{tmp_path / 'm.db'}"
+    schema = f"postroom_mig_{uuid.uuid4().hex[:10]}"
+    admin = None
+    if db == "postgresql":
+        request.getfixturevalue("pg_schema_url")  # PostgreSQL is there (or the test fails/skips)
+        admin = create_engine(PG_URL)
+        with admin.begin() as conn:
+            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+        url = f"{PG_URL}{'&' if '?' in PG_URL else '?'}options=-csearch_path%3D{schema}"
+    engine = make_engine(url)
+    try:
+        before = "0009_outbox_ready_index"
+        upgrade(engine, before)
+
+        def indexes() -> set[str]:
+            return {i["name"] for i in inspect(engine).get_indexes("outbox_messages")}  # type: ignore[misc]
+
+        assert "ix_outbox_due" in indexes() and "ix_outbox_attention" not in indexes()
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO outbox_messages (profile_name, status, priority, created_at,"
+                    " due_at, deadline_at, attempts, message_id, subject, envelope_from,"
+                    " recipients) VALUES ('p', 'failed', 0, :t, :t, :t, 1, '<m@x>', 's',"
+                    " 'a@x.test', '[]')"
+                ),
+                {"t": datetime(2026, 11, 23, tzinfo=UTC)},
+            )
+        upgrade(engine)
+        assert "ix_outbox_due" not in indexes() and "ix_outbox_attention" in indexes()
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT status FROM outbox_messages")).scalar() == "failed"
+        command.downgrade(_alembic_config(engine), before)
+        assert "ix_outbox_due" in indexes() and "ix_outbox_attention" not in indexes()
+    finally:
+        engine.dispose()
+        if admin is not None:
+            with admin.begin() as conn:
+                conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+            admin.dispose()

@@ -11,17 +11,26 @@ from sqlalchemy.orm import Session, sessionmaker
 __all__ = ["make_engine", "make_sessionmaker", "upgrade"]
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
+SQLITE_PAGE_SIZE = 16384
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
+    # Set before anything is written, so it applies to a new database only (an existing
+    # one keeps its page size). 16 KiB pages hold several composed messages each: with
+    # 4 KiB pages every ≈ 2 KB body took a page of its own, and writing it to the WAL and
+    # checkpointing it cost more than the rest of storing a message
+    # (docs/decisions/0006-outbox-storage.md).
+    cur.execute(f"PRAGMA page_size={SQLITE_PAGE_SIZE}")
     # WAL lets readers run beside the single writer; FULL makes a returned send() durable
     # across power loss, which is the outbox's whole promise.
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=FULL")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA busy_timeout=10000")
-    cur.execute("PRAGMA wal_autocheckpoint=8000")
+    # checkpoint when the WAL reaches ≈ 32 MB (the setting counts pages of this database)
+    page_size = cur.execute("PRAGMA page_size").fetchone()[0]
+    cur.execute(f"PRAGMA wal_autocheckpoint={32 * 2**20 // page_size}")
     cur.close()
 
 

@@ -154,6 +154,8 @@ class Admin(Base):
 
 
 READY_CONDITION = "status IN ('queued', 'retrying')"  # outbox.schemas.DUE_STATES
+# the states that need someone's attention: rare, so a partial index of them stays small
+ATTENTION_CONDITION = "status IN ('retrying', 'failed', 'bounced', 'cancelled')"
 
 
 class OutboxMessage(Base):
@@ -185,8 +187,10 @@ class OutboxMessage(Base):
     recipient_results: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     sent_at: Mapped[datetime | None] = mapped_column(default=None)
 
+    # Every index here is written when a message is stored, and each one holding
+    # ``status`` again at each state change: kept to what the queries need
+    # (docs/decisions/0006-outbox-storage.md).
     __table_args__ = (
-        Index("ix_outbox_due", "status", "due_at"),
         # claims walk this in order and stop after a batch, however long the queue
         Index(
             "ix_outbox_ready",
@@ -195,7 +199,16 @@ class OutboxMessage(Base):
             sqlite_where=text(READY_CONDITION),
             postgresql_where=text(READY_CONDITION),
         ),
+        # per profile: the expired-lease scan (profile by profile), pausing, queue depth
         Index("ix_outbox_profile_status", "profile_id", "status"),
+        # listing the rare states; a message that is simply sent never enters it
+        Index(
+            "ix_outbox_attention",
+            "status",
+            "id",
+            sqlite_where=text(ATTENTION_CONDITION),
+            postgresql_where=text(ATTENTION_CONDITION),
+        ),
         Index("ix_outbox_created", "created_at"),
     )
 

@@ -18,11 +18,12 @@ from datetime import datetime, timedelta
 from itertools import chain
 from typing import Any
 
-from sqlalchemy import Table, and_, delete, exists, func, insert, or_, select, text, update
+from sqlalchemy import Select, Table, delete, exists, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from postroom.db.tables import (
+    ATTENTION_CONDITION,
     READY_CONDITION,
     OutboxAttempt,
     OutboxBody,
@@ -61,6 +62,17 @@ WHERE m.{READY_CONDITION} AND m.due_at <= ? AND p.enabled = 1
   AND NOT EXISTS (SELECT 1 FROM oauth2_paused_profiles AS x WHERE x.profile_id = m.profile_id)
 ORDER BY m.priority DESC, m.due_at LIMIT ?
 """
+# Leases expire only among the messages being sent, found profile by profile: the planner
+# has no statistics to choose that over reading every message (docs/decisions/0006).
+_SQLITE_EXPIRED_SQL = """
+SELECT m.id FROM profiles AS p
+CROSS JOIN outbox_messages AS m INDEXED BY ix_outbox_profile_status
+WHERE m.profile_id = p.id AND p.enabled = 1 AND m.status = 'sending' AND m.lease_until < ?
+  AND NOT EXISTS (SELECT 1 FROM oauth2_paused_profiles AS x WHERE x.profile_id = m.profile_id)
+ORDER BY m.lease_until LIMIT ?
+"""
+_ATTENTION = text(ATTENTION_CONDITION)
+_ATTENTION_STATES = {"retrying", "failed", "bounced", "cancelled"}  # ATTENTION_CONDITION
 
 
 @dataclass(slots=True)
@@ -398,7 +410,15 @@ class OutboxQueue:
     def _choose(s: Session, now: datetime, limit: int) -> builtins.list[int]:
         """Ids to claim: expired leases first (their worker died), then ready messages by
         priority and due time, walking ``ix_outbox_ready`` and stopping after ``limit``."""
-        postgres = s.get_bind().dialect.name == "postgresql"
+        if s.get_bind().dialect.name == "sqlite":
+            # SQLite's planner, without statistics, would sort every due row or read every
+            # message; INDEXED BY makes it walk the right index and stop after ``limit``
+            when = _bind(_M.due_at, s.get_bind().dialect)
+            ids = [r[0] for r in _driver_rows(s, _SQLITE_EXPIRED_SQL, (when(now), limit))]
+            if len(ids) < limit:
+                rows = _driver_rows(s, _SQLITE_READY_SQL, (when(now), limit - len(ids)))
+                ids += [r[0] for r in rows]
+            return ids
         expired = (
             select(_M.id)
             .join(Profile, Profile.id == _M.profile_id)
@@ -410,27 +430,19 @@ class OutboxQueue:
             )
             .order_by(_M.lease_until)
             .limit(limit)
+            .with_for_update(skip_locked=True, of=_MESSAGES)
         )
-        if postgres:
-            expired = expired.with_for_update(skip_locked=True, of=_MESSAGES)
         ids = list(s.scalars(expired))
         if len(ids) < limit:
-            if postgres:
-                ready = (
-                    select(_M.id)
-                    .join(Profile, Profile.id == _M.profile_id)
-                    .where(_READY, _M.due_at <= now, Profile.enabled.is_(True), _NOT_PAUSED)
-                    .order_by(_M.priority.desc(), _M.due_at)
-                    .limit(limit - len(ids))
-                    .with_for_update(skip_locked=True, of=_MESSAGES)
-                )
-                ids += s.scalars(ready)
-            else:
-                # SQLite's planner, without statistics, prefers sorting every due row
-                # (ix_outbox_due); INDEXED BY makes it walk the ready index and stop
-                when = _bind(_M.due_at, s.get_bind().dialect)
-                rows = _driver_rows(s, _SQLITE_READY_SQL, (when(now), limit - len(ids)))
-                ids += [r[0] for r in rows]
+            ready = (
+                select(_M.id)
+                .join(Profile, Profile.id == _M.profile_id)
+                .where(_READY, _M.due_at <= now, Profile.enabled.is_(True), _NOT_PAUSED)
+                .order_by(_M.priority.desc(), _M.due_at)
+                .limit(limit - len(ids))
+                .with_for_update(skip_locked=True, of=_MESSAGES)
+            )
+            ids += s.scalars(ready)
         return ids
 
     def extend(self, claims: Sequence[Claim], *, lease_s: float) -> int:
@@ -638,8 +650,13 @@ class OutboxQueue:
                 history=[AttemptRead.model_validate(a, from_attributes=True) for a in attempts],
             )
 
-    def list(
-        self,
+    def list(self, **filters: Any) -> builtins.list[OutboxSummary]:
+        """Newest first, filtered (see :meth:`list_query`)."""
+        with self._sessions() as s:
+            return [_summary(r) for r in s.scalars(self.list_query(**filters))]
+
+    @staticmethod
+    def list_query(
         *,
         status: str | None = None,
         profile: str | None = None,
@@ -647,8 +664,9 @@ class OutboxQueue:
         since: datetime | None = None,
         until: datetime | None = None,
         limit: int = 100,
-    ) -> builtins.list[OutboxSummary]:
-        """Newest first, filtered."""
+    ) -> Select[OutboxMessage]:
+        """The messages with ``status``, of ``profile`` or ``process``, created in
+        [``since``, ``until``), newest first, at most ``limit`` (1 to 10,000)."""
         q = (
             select(OutboxMessage)
             .order_by(OutboxMessage.id.desc())
@@ -656,6 +674,8 @@ class OutboxQueue:
         )
         if status:
             q = q.where(OutboxMessage.status == status)
+            if status in _ATTENTION_STATES:
+                q = q.where(_ATTENTION)  # lets the planner take the small partial index
         if profile:
             q = q.where(func.lower(OutboxMessage.profile_name) == profile.strip().lower())
         if process:
@@ -664,8 +684,7 @@ class OutboxQueue:
             q = q.where(OutboxMessage.created_at >= since)
         if until:
             q = q.where(OutboxMessage.created_at < until)
-        with self._sessions() as s:
-            return [_summary(r) for r in s.scalars(q)]
+        return q
 
     def counts(self) -> dict[str, int]:
         with self._sessions() as s:
@@ -681,29 +700,21 @@ class OutboxQueue:
         slot), so a draining worker does not stop just before they are due again.
         """
         now = utcnow() + timedelta(seconds=within_s)
+        # two counts, each on its own index: the ready one, and (profile, status)
+        counted = (
+            select(func.count())
+            .select_from(OutboxMessage)
+            .where(_M.profile_id.in_(select(Profile.id).where(Profile.enabled.is_(True))))
+            .where(_NOT_PAUSED)
+        )
         with self._sessions() as s:
-            return int(
-                s.scalar(
-                    select(func.count())
-                    .select_from(OutboxMessage)
-                    .join(Profile, Profile.id == OutboxMessage.profile_id)
-                    .where(
-                        Profile.enabled.is_(True),
-                        _NOT_PAUSED,
-                        or_(
-                            and_(OutboxMessage.status.in_(DUE_STATES), OutboxMessage.due_at <= now),
-                            OutboxMessage.status == OutboxStatus.SENDING.value,
-                        ),
-                    )
-                )
-                or 0
-            )
+            due = s.scalar(counted.where(_READY, _M.due_at <= now)) or 0
+            sending = s.scalar(counted.where(_M.status == OutboxStatus.SENDING.value)) or 0
+            return int(due) + int(sending)
 
     def oldest_due_age_s(self) -> float:
         with self._sessions() as s:
-            oldest = s.scalar(
-                select(func.min(OutboxMessage.due_at)).where(OutboxMessage.status.in_(DUE_STATES))
-            )
+            oldest = s.scalar(select(func.min(OutboxMessage.due_at)).where(_READY))
         if oldest is None:
             return 0.0
         if oldest.tzinfo is None:
