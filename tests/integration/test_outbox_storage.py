@@ -139,15 +139,23 @@ def test_claims_take_expired_leases_then_priority_then_due_time(app: Postroom) -
     assert ids == [stale, high, normal_old, normal_new, low] and later not in ids
 
 
-def test_sqlite_claims_walk_the_ready_index(sqlite_app: Postroom) -> None:
-    """Without it a claim sorts every due row: its cost would grow with the queue."""
+@pytest.mark.parametrize("blocked", [(), (7,), (7, 9)])
+def test_sqlite_claims_walk_the_ready_index_alone(
+    sqlite_app: Postroom, blocked: tuple[int, ...]
+) -> None:
+    """Without it a claim sorts every due row: its cost would grow with the queue. The
+    index covers the query (disabled or paused profiles left out by id): a claim chooses
+    its batch without reading the messages."""
     from postroom.outbox.queue import _SQLITE_READY_SQL
 
+    sql = _SQLITE_READY_SQL.format(
+        blocked=f" AND profile_id NOT IN ({','.join('?' * len(blocked))})" if blocked else ""
+    )
     with sqlite_app.engine.connect() as conn:
         plan = " | ".join(
-            str(r[-1]) for r in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + _SQLITE_READY_SQL, ("", 1))
+            str(r[-1]) for r in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql, ("", *blocked, 1))
         )  # fmt: skip
-    assert "USING INDEX ix_outbox_ready" in plan and "TEMP B-TREE" not in plan
+    assert "USING COVERING INDEX ix_outbox_ready" in plan and "TEMP B-TREE" not in plan
 
 
 def test_sqlite_expired_leases_are_found_among_the_messages_being_sent(
@@ -160,7 +168,10 @@ def test_sqlite_expired_leases_are_found_among_the_messages_being_sent(
         plan = " | ".join(
             str(r[-1]) for r in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + _SQLITE_EXPIRED_SQL, ("", 1))
         )  # fmt: skip
-    assert "SEARCH m USING INDEX ix_outbox_profile_status (profile_id=? AND status=?)" in plan
+    assert (
+        "SEARCH m USING COVERING INDEX ix_outbox_profile_status"
+        " (profile_id=? AND status=? AND lease_until<?)" in plan
+    )
     assert "SCAN m" not in plan
 
 
@@ -225,7 +236,16 @@ def test_migration_0010_swaps_the_status_index_and_keeps_the_queue(
         def indexes() -> set[str]:
             return {i["name"] for i in inspect(engine).get_indexes("outbox_messages")}  # type: ignore[misc]
 
+        def ready_columns() -> list[str]:
+            (ready,) = [
+                i
+                for i in inspect(engine).get_indexes("outbox_messages")
+                if i["name"] == "ix_outbox_ready"
+            ]
+            return [str(c) for c in ready["column_names"] or ready.get("expressions", [])]
+
         assert "ix_outbox_due" in indexes() and "ix_outbox_attention" not in indexes()
+        assert ready_columns() == ["priority", "due_at"]
         with engine.begin() as conn:
             conn.execute(
                 text(
@@ -238,10 +258,12 @@ def test_migration_0010_swaps_the_status_index_and_keeps_the_queue(
             )
         upgrade(engine)
         assert "ix_outbox_due" not in indexes() and "ix_outbox_attention" in indexes()
+        assert ready_columns() == ["priority", "due_at", "profile_id", "status"]
         with engine.connect() as conn:
             assert conn.execute(text("SELECT status FROM outbox_messages")).scalar() == "failed"
         command.downgrade(_alembic_config(engine), before)
         assert "ix_outbox_due" in indexes() and "ix_outbox_attention" not in indexes()
+        assert ready_columns() == ["priority", "due_at"]
     finally:
         engine.dispose()
         if admin is not None:

@@ -191,16 +191,19 @@ class OutboxMessage(Base):
     # ``status`` again at each state change: kept to what the queries need
     # (docs/decisions/0006-outbox-storage.md).
     __table_args__ = (
-        # claims walk this in order and stop after a batch, however long the queue
+        # claims walk this in order and stop after a batch, however long the queue; it
+        # holds all a claim looks at, so the messages themselves are not read
         Index(
             "ix_outbox_ready",
             text("priority DESC"),
             "due_at",
+            "profile_id",
+            "status",
             sqlite_where=text(READY_CONDITION),
             postgresql_where=text(READY_CONDITION),
         ),
-        # per profile: the expired-lease scan (profile by profile), pausing, queue depth
-        Index("ix_outbox_profile_status", "profile_id", "status"),
+        # per profile: expired leases (profile by profile), pausing, counts by status
+        Index("ix_outbox_profile_status", "profile_id", "status", "lease_until"),
         # listing the rare states; a message that is simply sent never enters it
         Index(
             "ix_outbox_attention",

@@ -55,12 +55,15 @@ _BODIES: Table = OutboxBody.__table__  # type: ignore[assignment]
 _ATTEMPTS: Table = OutboxAttempt.__table__  # type: ignore[assignment]
 _M = _MESSAGES.c
 _READY = text(READY_CONDITION)
+# The index holds every column this reads: a claim does not touch the messages. Profiles
+# that are disabled or paused (rare, few) are left out by id.
 _SQLITE_READY_SQL = f"""
-SELECT m.id FROM outbox_messages AS m INDEXED BY ix_outbox_ready
-JOIN profiles AS p ON p.id = m.profile_id
-WHERE m.{READY_CONDITION} AND m.due_at <= ? AND p.enabled = 1
-  AND NOT EXISTS (SELECT 1 FROM oauth2_paused_profiles AS x WHERE x.profile_id = m.profile_id)
-ORDER BY m.priority DESC, m.due_at LIMIT ?
+SELECT id FROM outbox_messages INDEXED BY ix_outbox_ready
+WHERE {READY_CONDITION} AND due_at <= ? AND profile_id IS NOT NULL{{blocked}}
+ORDER BY priority DESC, due_at LIMIT ?
+"""
+_SQLITE_BLOCKED_SQL = """
+SELECT id FROM profiles WHERE enabled = 0 UNION SELECT profile_id FROM oauth2_paused_profiles
 """
 # Leases expire only among the messages being sent, found profile by profile: the planner
 # has no statistics to choose that over reading every message (docs/decisions/0006).
@@ -416,7 +419,13 @@ class OutboxQueue:
             when = _bind(_M.due_at, s.get_bind().dialect)
             ids = [r[0] for r in _driver_rows(s, _SQLITE_EXPIRED_SQL, (when(now), limit))]
             if len(ids) < limit:
-                rows = _driver_rows(s, _SQLITE_READY_SQL, (when(now), limit - len(ids)))
+                blocked = [r[0] for r in _driver_rows(s, _SQLITE_BLOCKED_SQL, ())]
+                sql = _SQLITE_READY_SQL.format(
+                    blocked=f" AND profile_id NOT IN ({','.join('?' * len(blocked))})"
+                    if blocked
+                    else ""
+                )
+                rows = _driver_rows(s, sql, (when(now), *blocked, limit - len(ids)))
                 ids += [r[0] for r in rows]
             return ids
         expired = (

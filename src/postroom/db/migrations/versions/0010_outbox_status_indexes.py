@@ -22,10 +22,27 @@ branch_labels = None
 depends_on = None
 
 _ATTENTION = "status IN ('retrying', 'failed', 'bounced', 'cancelled')"
+_READY = "status IN ('queued', 'retrying')"
+
+
+def _ready_index(*extra: str) -> None:
+    op.create_index(
+        "ix_outbox_ready",
+        "outbox_messages",
+        [sa.text("priority DESC"), "due_at", *extra],
+        sqlite_where=sa.text(_READY),
+        postgresql_where=sa.text(_READY),
+    )
 
 
 def upgrade() -> None:
     op.drop_index("ix_outbox_due", table_name="outbox_messages")
+    op.drop_index("ix_outbox_ready", table_name="outbox_messages")
+    _ready_index("profile_id", "status")
+    op.drop_index("ix_outbox_profile_status", table_name="outbox_messages")
+    op.create_index(
+        "ix_outbox_profile_status", "outbox_messages", ["profile_id", "status", "lease_until"]
+    )
     op.create_index(
         "ix_outbox_attention",
         "outbox_messages",
@@ -36,5 +53,9 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_index("ix_outbox_profile_status", table_name="outbox_messages")
+    op.create_index("ix_outbox_profile_status", "outbox_messages", ["profile_id", "status"])
+    op.drop_index("ix_outbox_ready", table_name="outbox_messages")
+    _ready_index()
     op.drop_index("ix_outbox_attention", table_name="outbox_messages")
     op.create_index("ix_outbox_due", "outbox_messages", ["status", "due_at"], unique=False)
