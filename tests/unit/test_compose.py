@@ -71,3 +71,39 @@ def test_message_id_domain_is_the_senders_and_bcc_stays_out() -> None:
 def test_mailbox_parsing_is_strict(bad: str) -> None:
     with pytest.raises(ValueError):
         parse_mailbox(bad)
+
+
+def test_messages_sharing_a_body_share_its_encoding_and_nothing_else() -> None:
+    """The encoded body is computed once per distinct body; headers are per message."""
+    from postroom.notify import mime
+
+    mime._encoded_body.cache_clear()
+    text = "Build 4711 finished.\nÜbersicht: 412 passed\n.\n" * 20
+    one = compose(OutgoingMessage(to=["a@postroom.test"], subject="one", text=text), sender=SENDER)
+    two = compose(OutgoingMessage(to=["b@postroom.test"], subject="two", text=text), sender=SENDER)
+    assert mime._encoded_body.cache_info().hits == 1
+    head_one, body_one = one.raw.split(b"\r\n\r\n", 1)
+    head_two, body_two = two.raw.split(b"\r\n\r\n", 1)
+    assert body_one == body_two and head_one != head_two and one.message_id != two.message_id
+    for raw in (one.raw, two.raw):
+        m = email.message_from_bytes(raw, policy=policy.default)
+        assert m.get_content().replace("\r\n", "\n") == text
+
+
+def test_a_large_body_is_encoded_each_time_and_not_kept() -> None:
+    from postroom.notify import mime
+
+    mime._encoded_body.cache_clear()
+    text = "x" * (mime._CACHED_BODY_CHARS + 1)
+    composed = compose(OutgoingMessage(to=["a@postroom.test"], text=text), sender=SENDER)
+    assert mime._encoded_body.cache_info().currsize == 0
+    assert (
+        email.message_from_bytes(composed.raw, policy=policy.default).get_content().startswith("x")
+    )
+
+
+def test_a_bare_newline_that_got_through_is_refused_at_the_last_check() -> None:
+    from postroom.notify import mime
+
+    with pytest.raises(ValueError, match="bare CR or LF"):
+        mime.render(["Subject: a\nb"], "text", None, [])

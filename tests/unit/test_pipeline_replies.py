@@ -49,3 +49,12 @@ def test_an_endless_line_breaks_the_session(stream: bytes) -> None:
 )
 def test_dot_stuffing(raw: bytes, wire: bytes) -> None:
     assert dot_stuff(raw) == wire
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b"a\r\n.b\r\n", b".start", b"", b"x", b".\r\n", b"\r\n.\r\n", b"..\r\n...\r\nend"],
+)
+def test_vouched_crlf_only_bytes_are_stuffed_exactly_as_checked_ones(raw: bytes) -> None:
+    """The fast path for composed mail skips the check, never the stuffing."""
+    assert dot_stuff(raw, crlf_only=True) == dot_stuff(raw)

@@ -14,6 +14,7 @@ import binascii
 import re
 import secrets
 from email.header import Header
+from functools import lru_cache
 
 __all__ = ["Part", "address_header", "encode_header", "render"]
 
@@ -110,16 +111,47 @@ def _multipart(subtype: str, parts: list[list[str]]) -> list[str]:
     return out
 
 
-def render(
-    headers: list[str], text: str | None, html: str | None, attachments: list[Part]
-) -> bytes:
-    """The complete message: ``headers`` (already encoded lines), then the MIME body."""
+def _alternatives(text: str | None, html: str | None) -> list[str]:
     alternatives = []
     if text is not None:
         alternatives.append(_text_part(text, "plain"))
     if html is not None:
         alternatives.append(_text_part(html, "html"))
-    body = alternatives[0] if len(alternatives) == 1 else _multipart("alternative", alternatives)
+    return alternatives[0] if len(alternatives) == 1 else _multipart("alternative", alternatives)
+
+
+def _crlf_only(data: bytes) -> bytes:
+    """``data``, after checking that every CR and LF in it is part of a CRLF pair.
+
+    Defence in depth: the validation before composing should make a bare one impossible.
+    """
+    if not data.count(b"\n") == data.count(b"\r\n") == data.count(b"\r"):
+        raise ValueError("composed message has a bare CR or LF")
+    return data
+
+
+@lru_cache(maxsize=256)
+def _encoded_body(text: str | None, html: str | None) -> bytes:
+    """The MIME body of text and/or HTML, encoded and checked: computed once per distinct
+    body. Notifications from one template often share theirs word for word, and encoding
+    and checking 2 KB cost more than the rest of composing a message."""
+    return _crlf_only(("\r\n".join(_alternatives(text, html)) + "\r\n").encode("ascii"))
+
+
+_CACHED_BODY_CHARS = 64 * 1024  # larger bodies are encoded each time, not kept
+
+
+def render(
+    headers: list[str], text: str | None, html: str | None, attachments: list[Part]
+) -> bytes:
+    """The complete message: ``headers`` (already encoded lines), then the MIME body.
+
+    Raises ValueError when the result would hold a bare CR or LF (it cannot, by
+    construction; this is the last check)."""
+    head = _crlf_only(("\r\n".join([*headers, "MIME-Version: 1.0"]) + "\r\n").encode("ascii"))
     if attachments:
-        body = _multipart("mixed", [body, *(a.lines() for a in attachments)])
-    return ("\r\n".join([*headers, "MIME-Version: 1.0", *body]) + "\r\n").encode("ascii")
+        parts = _multipart("mixed", [_alternatives(text, html), *(a.lines() for a in attachments)])
+        return head + _crlf_only(("\r\n".join(parts) + "\r\n").encode("ascii"))
+    if len(text or "") + len(html or "") <= _CACHED_BODY_CHARS:
+        return head + _encoded_body(text, html)
+    return head + _crlf_only(("\r\n".join(_alternatives(text, html)) + "\r\n").encode("ascii"))

@@ -442,8 +442,9 @@ class Worker:
         alive = True
         if conn.pipe is not None:
             started = time.perf_counter()
+            # stored bodies were composed by postroom, which refuses any with a bare CR or LF
             results = await conn.pipe.send_all(
-                [(c.envelope_from, c.recipients, c.raw) for c in claims]
+                [(c.envelope_from, c.recipients, c.raw) for c in claims], crlf_only=True
             )
             per_message = (time.perf_counter() - started) * 1000 / max(1, len(claims))
             for c, r in zip(claims, results, strict=True):

@@ -33,14 +33,19 @@ _LONE_CR = re.compile(rb"\r(?!\n)")
 _LEADING_DOT = re.compile(rb"(?m)^\.")
 
 
-def dot_stuff(raw: bytes) -> bytes:
-    """The DATA section for ``raw``: CRLF only, leading dots doubled, one end marker."""
-    crlf = raw.count(b"\r\n")
-    if raw.count(b"\n") == crlf and raw.count(b"\r") == crlf:
-        # already CRLF only, as postroom composes it: byte-level replaces suffice
-        data = raw if raw.endswith(b"\r\n") else raw + b"\r\n"
-        data = data.replace(b"\r\n.", b"\r\n..")
-        return (b"." + data if data.startswith(b".") else data) + b".\r\n"
+def dot_stuff(raw: bytes, *, crlf_only: bool = False) -> bytes:
+    """The DATA section for ``raw``: CRLF only, leading dots doubled, one end marker.
+
+    ``crlf_only``: the caller vouches that ``raw`` has no bare CR or LF — postroom's own
+    composition checks every message it stores — so the three counts over the whole
+    message that would tell (≈ 4 µs for 2 KB, per message sent) are skipped.
+    """
+    if crlf_only or raw.count(b"\n") == raw.count(b"\r\n") == raw.count(b"\r"):
+        # CRLF only, as postroom composes it: byte-level replaces suffice
+        data = raw.replace(b"\r\n.", b"\r\n..")
+        if data[:1] == b".":
+            data = b"." + data
+        return data + (b".\r\n" if data.endswith(b"\r\n") else b"\r\n.\r\n")
     data = _LONE_CR.sub(b"\r\n", _LONE_LF.sub(b"\r\n", raw))
     if not data.endswith(b"\r\n"):
         data += b"\r\n"
@@ -62,7 +67,7 @@ class Reply(NamedTuple):
     text: str
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class TransactionResult:
     """One message's replies: ``mail``, one per recipient, ``data`` (354 or refusal), ``final``."""
 
@@ -190,9 +195,10 @@ class PipelinedSession:
         return ("\r\n".join(lines) + "\r\n").encode("utf-8")
 
     async def send_all(
-        self, messages: list[tuple[str, list[str], bytes]]
+        self, messages: list[tuple[str, list[str], bytes]], *, crlf_only: bool = False
     ) -> list[TransactionResult | PipelineBroken]:
         """Send ``(sender, recipients, raw)`` transactions; one result per message, in order.
+        ``crlf_only``: every ``raw`` is known to be CRLF only (see :func:`dot_stuff`).
 
         When the connection breaks, the message whose replies were awaited gets the
         :class:`PipelineBroken` (it may have arrived); every later one gets :class:`NotSent`
@@ -223,7 +229,7 @@ class PipelinedSession:
                     await self._reply()
                     results.append(TransactionResult(mail, rcpts, data, None))
                     continue
-                self._write(dot_stuff(raw) + nxt)
+                self._write(dot_stuff(raw, crlf_only=crlf_only) + nxt)
                 final = await self._reply()
                 results.append(TransactionResult(mail, rcpts, data, final))
         except PipelineBroken as exc:
