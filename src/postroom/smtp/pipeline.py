@@ -101,6 +101,8 @@ class _Protocol(asyncio.Protocol):
         self._lines: list[str] = []
         #: loop time since when we have waited for a reply and heard nothing
         self.waiting_since: float | None = None
+        #: how many buffered replies the waiter needs before it is woken
+        self.wanted = 1
 
     def data_received(self, data: bytes) -> None:
         if self.closed is not None:
@@ -110,6 +112,8 @@ class _Protocol(asyncio.Protocol):
             self._fail(PipelineBroken("reply line too long"))
             return
         self.buffer = rest
+        replies = self.replies
+        before = len(replies)
         for raw in lines:
             line = raw.rstrip(b"\r")
             if len(line) > _MAX_LINE:
@@ -120,14 +124,19 @@ class _Protocol(asyncio.Protocol):
                 return
             self._lines.append(line[4:].decode("utf-8", "replace"))
             if line[3:4] != b"-":
-                self.replies.append(Reply(int(line[:3]), "\n".join(self._lines)))
+                replies.append(Reply(int(line[:3]), "\n".join(self._lines)))
                 self._lines = []
-                self.waiting_since = None  # a whole reply came: the server is answering
-                self._wake()
-
-    def _wake(self) -> None:
-        if self.waiter is not None and not self.waiter.done():
-            self.waiter.set_result(None)
+        if len(replies) > before:
+            waiter = self.waiter
+            if waiter is None or waiter.done():
+                self.waiting_since = None
+            elif len(replies) >= self.wanted:
+                # one wake-up for all the replies a transaction needs, not one per reply
+                self.waiting_since = None
+                waiter.set_result(None)
+            else:
+                # the server is answering, if not all at once: the send timeout restarts
+                self.waiting_since = asyncio.get_running_loop().time()
 
     def _fail(self, exc: BaseException) -> None:
         self.closed = exc
@@ -156,22 +165,29 @@ class PipelinedSession:
     def is_connected(self) -> bool:
         return self._protocol.closed is None and not self._transport.is_closing()
 
-    async def _reply(self) -> Reply:
-        """The next reply. The send timeout is kept by :meth:`_watchdog`, one timer per
-        session rather than one per reply (a timer per reply cost more than parsing it)."""
+    async def _replies(self, count: int) -> list[Reply]:
+        """The next ``count`` replies, woken once when all have come. The send timeout is
+        kept by :meth:`_watchdog`, one timer per session rather than one per reply (a
+        timer per reply cost more than parsing it)."""
         p = self._protocol
-        while not p.replies:
+        while len(p.replies) < count:
             if p.closed is not None:
                 raise p.closed
             loop = asyncio.get_running_loop()
             p.waiter = loop.create_future()
+            p.wanted = count
             if p.waiting_since is None:
                 p.waiting_since = loop.time()
             try:
                 await p.waiter
             finally:
                 p.waiter = None
-        return p.replies.popleft()
+        replies = p.replies
+        return [replies.popleft() for _ in range(count)]
+
+    async def _reply(self) -> Reply:
+        """The next reply."""
+        return (await self._replies(1))[0]
 
     def _watchdog(self) -> None:
         """Fail the session when the server has said nothing for the send timeout."""
@@ -211,9 +227,10 @@ class PipelinedSession:
         try:
             self._write(self._envelope(messages[0][0], messages[0][1]))
             for index, (_sender, recipients, raw) in enumerate(messages):
-                mail = await self._reply()
-                rcpts = {r: await self._reply() for r in recipients}
-                data = await self._reply()
+                # MAIL, one per RCPT and DATA were sent in one write: their replies together
+                envelope = await self._replies(len(recipients) + 2)
+                mail, data = envelope[0], envelope[-1]
+                rcpts = dict(zip(recipients, envelope[1:-1], strict=True))
                 following = messages[index + 1] if index + 1 < len(messages) else None
                 nxt = self._envelope(following[0], following[1]) if following else b""
                 if data.code != 354:
