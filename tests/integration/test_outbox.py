@@ -136,21 +136,6 @@ def test_worker_delivers_and_records_the_attempt(app: Postroom, pipelining: bool
     assert "Bcc" not in parsed and "dave" not in sink.data[0].decode()
 
 
-@pytest.mark.parametrize("inline", [True, False], ids=["database-inline", "database-thread"])
-def test_a_dedicated_worker_on_sqlite_does_database_work_on_its_loop(
-    app: Postroom, backend: str, inline: bool
-) -> None:
-    """`postroom worker` asks for it; only SQLite (a local file) grants it, and the mail
-    goes out either way."""
-    with raw_sink(pipelining=True) as sink:
-        sink_profile(app, sink.port)
-        ids = app.send_many([SendRequest(msg(), profile="sink") for _ in range(30)])
-        w = drain(app, database_inline=inline)
-    assert w._inline is (inline and backend == "sqlite")
-    assert w.sent == 30 and len(sink.data) == 30
-    assert {app.outbox.get(i).status for i in ids} == {"sent"}
-
-
 def test_non_ascii_subject_names_and_body(app: Postroom, pipelining: bool) -> None:
     with raw_sink(pipelining=pipelining) as sink:
         sink_profile(app, sink.port)

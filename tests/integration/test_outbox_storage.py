@@ -270,3 +270,23 @@ def test_migration_0010_swaps_the_status_index_and_keeps_the_queue(
             with admin.begin() as conn:
                 conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
             admin.dispose()
+
+
+@pytest.mark.parametrize("per_read", [1, 3000, 32 * 2**20])
+def test_claimed_bodies_come_back_byte_for_byte_however_they_are_chunked(
+    app: Postroom, monkeypatch: pytest.MonkeyPatch, per_read: int
+) -> None:
+    """On SQLite a claim reads bodies concatenated in one row per chunk and cuts them
+    apart by length: every message must get exactly its own bytes back."""
+    import postroom.outbox.queue as queue_module
+
+    monkeypatch.setattr(queue_module, "_BODIES_PER_READ", per_read)
+    sink_profile(app, 1)
+    texts = [f"message {n}\n" + ".dot line\n" * n + "x" * (n * 97) for n in range(12)]
+    ids = app.send_many([SendRequest(msg(text=t), profile="sink") for t in texts])
+    with app.engine.connect() as conn:
+        stored = dict(conn.execute(text("SELECT outbox_id, raw FROM outbox_bodies")).all())
+    claims = app.outbox.queue.claim("w", limit=50, lease_s=60)
+    assert sorted(c.id for c in claims) == sorted(ids)
+    for c in claims:
+        assert c.raw == stored[c.id] and c.recipients == ["bob@postroom.test"]

@@ -101,7 +101,7 @@ def send(
         if wait:
             from postroom.outbox.worker import Worker
 
-            run_loop(Worker(app, database_inline=True).run(drain=True))
+            run_loop(Worker(app).run(drain=True))
             result = app.outbox.wait(id, timeout_s=wait_timeout)
     if as_json:
         print_json(result or {"id": id, "status": "queued"})
@@ -132,7 +132,7 @@ def worker(
     if not 0.5 <= lease <= 3600:
         bad_input("lease", "must be between 0.5 and 3600 seconds")
     with opened(wait_for_database_s=120) as app:
-        w = Worker(app, batch=batch, lease_s=lease, database_inline=True)
+        w = Worker(app, batch=batch, lease_s=lease)
 
         async def main() -> None:
             loop = asyncio.get_running_loop()

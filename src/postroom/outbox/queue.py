@@ -62,6 +62,7 @@ SELECT id FROM outbox_messages INDEXED BY ix_outbox_ready
 WHERE {READY_CONDITION} AND due_at <= ? AND profile_id IS NOT NULL{{blocked}}
 ORDER BY priority DESC, due_at LIMIT ?
 """
+
 _SQLITE_BLOCKED_SQL = """
 SELECT id FROM profiles WHERE enabled = 0 UNION SELECT profile_id FROM oauth2_paused_profiles
 """
@@ -228,22 +229,59 @@ def _lease_sqlite(
     )  # fmt: skip
 
 
+# Each row sqlite3 steps through gives up Python's lock and takes it back; with delivery
+# busy on the event loop's thread that handover cost more than reading the row. So a
+# claim's reads return one row each, aggregated by SQLite (docs/decisions/0006).
+_CLAIMED_SQL = """
+SELECT json_group_array(json_array(id, profile_id, envelope_from, json(recipients), attempts,
+                                   message_id))
+FROM outbox_messages WHERE id IN ({ids}) AND lease_owner = ?
+"""
+_SIZES_SQL = """
+SELECT json_group_array(json_array(outbox_id, length(raw))) FROM outbox_bodies
+WHERE outbox_id IN ({ids})
+"""
+# ids and bytes from one pass over the rows: both aggregates see them in the same order
+_BODIES_SQL = """
+SELECT json_group_array(outbox_id), CAST(group_concat(raw, '') AS BLOB) FROM outbox_bodies
+WHERE outbox_id IN ({ids})
+"""
+_BODIES_PER_READ = 32 * 2**20  # bytes concatenated by one read (SQLite's limit is 1 GB)
+
+
+def _marks(n: int) -> str:
+    return ",".join("?" * n)
+
+
 def _read_claimed_sqlite(
     s: Session, ids: builtins.list[int], token: str
 ) -> builtins.list[tuple[Any, ...]]:
     """What delivery needs of the messages ``token`` leased, read after the lease committed
     (a read holds no lock)."""
-    return [
-        (id_, profile_id, sender, json.loads(recipients), attempts, mid, raw)
-        for id_, profile_id, sender, recipients, attempts, mid, raw in _driver_rows(
-            s,
-            "SELECT m.id, m.profile_id, m.envelope_from, m.recipients, m.attempts,"
-            " m.message_id, b.raw FROM outbox_messages AS m"
-            " JOIN outbox_bodies AS b ON b.outbox_id = m.id"
-            f" WHERE m.id IN ({','.join('?' * len(ids))}) AND m.lease_owner = ?",
-            (*ids, token),
-        )
-    ]
+    [(meta,)] = _driver_rows(s, _CLAIMED_SQL.format(ids=_marks(len(ids))), (*ids, token))
+    taken = json.loads(meta)
+    if not taken:
+        return []
+    [(sizes,)] = _driver_rows(s, _SIZES_SQL.format(ids=_marks(len(taken))), [t[0] for t in taken])
+    size_of: dict[int, int] = dict(json.loads(sizes))
+    chunks: list[list[int]] = [[]]
+    total = 0
+    for id_, size in size_of.items():
+        if chunks[-1] and total + size > _BODIES_PER_READ:
+            chunks.append([])
+            total = 0
+        chunks[-1].append(id_)
+        total += size
+    raws: dict[int, bytes] = {}
+    for chunk in chunks:
+        [(order, blob)] = _driver_rows(s, _BODIES_SQL.format(ids=_marks(len(chunk))), chunk)
+        at = 0
+        for id_ in json.loads(order):
+            raws[id_] = blob[at : at + size_of[id_]]
+            at += size_of[id_]
+        if at != len(blob or b""):
+            raise RuntimeError(f"outbox bodies read back {len(blob or b'')} bytes, not {at}")
+    return [(*t, raws[t[0]]) for t in taken]
 
 
 def _driver_rows(s: Session, sql: str, params: Sequence[Any]) -> builtins.list[Any]:
@@ -425,8 +463,12 @@ class OutboxQueue:
                     if blocked
                     else ""
                 )
-                rows = _driver_rows(s, sql, (when(now), *blocked, limit - len(ids)))
-                ids += [r[0] for r in rows]
+                [(chosen,)] = _driver_rows(
+                    s,
+                    f"SELECT json_group_array(id) FROM ({sql})",
+                    (when(now), *blocked, limit - len(ids)),
+                )
+                ids += json.loads(chosen)
             return ids
         expired = (
             select(_M.id)

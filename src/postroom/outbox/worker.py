@@ -1,10 +1,7 @@
 """The delivery worker: claims due messages and sends them over pooled connections.
 
 One asyncio task per open connection; connections are kept per profile and reused for
-many messages. Database work (claim, complete) is batched. It runs in a thread, except in
-a dedicated worker process on SQLite (``database_inline``), where it runs on the loop's
-own thread: there a thread cost more in handing Python's lock back and forth than it
-gained (docs/decisions/0006-outbox-storage.md).
+many messages. Database work (claim, complete) runs in a thread, batched.
 """
 
 from __future__ import annotations
@@ -16,10 +13,9 @@ import socket
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, ParamSpec, TypeVar
+from typing import TYPE_CHECKING
 
 import aiosmtplib
 from sqlalchemy.exc import DBAPIError
@@ -42,8 +38,6 @@ log = logging.getLogger("postroom.worker")
 _IDLE_CLOSE_S = 15.0
 _PURGE_EVERY_S = 3600.0
 _WATCH_S = 0.01  # how often an idle worker on SQLite looks for commits
-P = ParamSpec("P")
-T = TypeVar("T")
 _NO_SLOT = "no connection slot is free (max_connections reached by other workers)"
 
 
@@ -98,14 +92,8 @@ class Worker:
         batch: int = 500,
         lease_s: float = 60.0,
         poll_s: float = 0.5,
-        database_inline: bool = False,
     ) -> None:
-        """``database_inline``: run database work on the event loop's thread when the
-        database is SQLite (a local file: a statement never waits on a network). For a
-        process that does nothing but deliver; a web server sharing the loop keeps the
-        default, a thread, so that its requests never wait behind a claim."""
         self.app = app
-        self._inline = database_inline and app.engine.dialect.name == "sqlite"
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.batch = batch
         self.lease_s = lease_s
@@ -118,12 +106,6 @@ class Worker:
         self.sent = 0
         self.failed = 0
         self.retried = 0
-
-    async def _db(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
-        """``fn(*args, **kwargs)``: database work, in a thread unless ``database_inline``."""
-        if self._inline:
-            return fn(*args, **kwargs)
-        return await asyncio.to_thread(fn, *args, **kwargs)
 
     def stop(self) -> None:
         """Finish the messages in hand, release the rest, and return from :meth:`run`."""
@@ -151,7 +133,7 @@ class Worker:
                     # gets there first (a unique row per subscription and period)
                     next_digests = time.monotonic() + 30
                     try:
-                        await self._db(self.app.notifications.run_due_digests)
+                        await asyncio.to_thread(self.app.notifications.run_due_digests)
                     except DBAPIError as exc:
                         log.warning("summaries: database unavailable (%s)", type(exc.orig).__name__)
                 try:
@@ -178,7 +160,7 @@ class Worker:
                 backoff = 0.5
                 if not claims:
                     await self._settle()
-                    if drain and not await self._db(self._anything_pending):
+                    if drain and not await asyncio.to_thread(self._anything_pending):
                         return
                     await self._close_idle()
                     await self._idle(watch)
@@ -225,7 +207,7 @@ class Worker:
             return
         before = utcnow() - timedelta(days=days)
         try:
-            count = await self._db(self.app.outbox.queue.purge, before=before)
+            count = await asyncio.to_thread(self.app.outbox.queue.purge, before=before)
         except DBAPIError as exc:
             log.warning("retention: database unavailable (%s)", type(exc.orig).__name__)
             return
@@ -233,7 +215,7 @@ class Worker:
             log.info("retention: deleted %d message(s) finished before %s", count, before)
 
     async def _claim(self) -> list[Claim]:
-        claims = await self._db(
+        claims = await asyncio.to_thread(
             self.app.outbox.queue.claim, self.name, limit=self.batch, lease_s=self.lease_s
         )
         for c in claims:
@@ -243,7 +225,7 @@ class Worker:
     async def _release(self, claims: list[Claim], *, due_at: datetime | None = None) -> None:
         """Give claims back untried (shutdown, rate limit, no free connection)."""
         try:
-            await self._db(self.app.outbox.queue.release, claims, due_at=due_at)
+            await asyncio.to_thread(self.app.outbox.queue.release, claims, due_at=due_at)
         finally:
             for c in claims:
                 self._in_hand.pop(c.id, None)
@@ -286,7 +268,7 @@ class Worker:
             if not held:
                 continue
             try:
-                await self._db(self.app.outbox.queue.extend, held, lease_s=self.lease_s)
+                await asyncio.to_thread(self.app.outbox.queue.extend, held, lease_s=self.lease_s)
             except DBAPIError:
                 continue
 
@@ -296,7 +278,7 @@ class Worker:
         delay = 0.5
         while True:
             try:
-                return await self._db(self.app.outbox.queue.complete, deliveries)
+                return await asyncio.to_thread(self.app.outbox.queue.complete, deliveries)
             except DBAPIError as exc:
                 if time.monotonic() + delay > give_up:
                     # the lease is gone by now: another worker will try these again
@@ -322,7 +304,7 @@ class Worker:
     async def _spec(self, profile_id: int) -> _ProfileState:
         state = self._profiles.get(profile_id)
         if state is None or time.monotonic() - state.loaded > 10:
-            spec = await self._db(self.app.profiles.spec_by_id, profile_id)
+            spec = await asyncio.to_thread(self.app.profiles.spec_by_id, profile_id)
             if state is None:
                 state = _ProfileState(spec=spec, loaded=time.monotonic())
                 self._profiles[profile_id] = state
@@ -369,7 +351,7 @@ class Worker:
             ]
         granted = len(claims)
         if state.spec.rate_limit_per_minute is not None:
-            granted = await self._db(
+            granted = await asyncio.to_thread(
                 self.app.limits.reserve, profile_id, len(claims), state.spec.rate_limit_per_minute
             )
         if granted < len(claims):
@@ -409,7 +391,7 @@ class Worker:
                 await self._discard(profile_id, state, conn)
         while len(conns) < wanted:
             owner = f"{self.name}:{uuid.uuid4().hex[:8]}"
-            slot = await self._db(
+            slot = await asyncio.to_thread(
                 self.app.limits.acquire_slot,
                 profile_id,
                 state.spec.max_connections,
@@ -421,7 +403,7 @@ class Worker:
             try:
                 client = await open_smtp(state.spec.smtp, policy=self.app.policy)
             except SmtpConnectError as exc:
-                await self._db(self.app.limits.release_slot, profile_id, slot, owner)
+                await asyncio.to_thread(self.app.limits.release_slot, profile_id, slot, owner)
                 state.last_error = f"cannot connect: {exc.message}"
                 state.last_code = exc.code
                 break
@@ -554,7 +536,7 @@ class Worker:
     async def _discard(self, profile_id: int, state: _ProfileState, conn: _Conn) -> None:
         conn.close()
         state.open_count -= 1
-        await self._db(self.app.limits.release_slot, profile_id, conn.slot, conn.owner)
+        await asyncio.to_thread(self.app.limits.release_slot, profile_id, conn.slot, conn.owner)
 
     async def _close_idle(self) -> None:
         now = time.monotonic()
@@ -568,7 +550,7 @@ class Worker:
                     keep.append(conn)
             state.idle = keep
         if any(s.idle for s in self._profiles.values()):
-            await self._db(self.app.limits.renew_slots, self.name, lease_s=self.lease_s)
+            await asyncio.to_thread(self.app.limits.renew_slots, self.name, lease_s=self.lease_s)
 
     async def _close_all(self) -> None:
         for pid, state in self._profiles.items():
