@@ -580,7 +580,7 @@ class OutboxQueue:
                 plain.setdefault(d.claim.token, []).append(d)
             else:
                 others.append(d)
-        attempts = [_attempt_row(d, now) for mine in plain.values() for d in mine]
+        attempts = [d for mine in plain.values() for d in mine]
         for token, mine in plain.items():
             ids = [d.claim.id for d in mine]
             statement = (
@@ -603,17 +603,17 @@ class OutboxQueue:
             refused += [i for i in ids if i not in done]
         if refused:
             lost = set(refused)
-            attempts = [a for a in attempts if a["outbox_id"] not in lost]
+            attempts = [d for d in attempts if d.claim.id not in lost]
         for d in others:
             if self._complete_one(s, d, now):
                 if not d.release:
-                    attempts.append(_attempt_row(d, now))
+                    attempts.append(d)
             elif counted:
                 return None
             else:
                 refused.append(d.claim.id)
         if attempts:
-            _insert_attempts(s, attempts)
+            _insert_attempts(s, attempts, now)
         return refused
 
     def _complete_one(self, s: Session, d: Delivery, now: datetime) -> bool:
@@ -818,25 +818,25 @@ _ATTEMPT_COLUMNS = (
 )  # fmt: skip
 
 
-def _insert_attempts(s: Session, attempts: builtins.list[dict[str, Any]]) -> None:
-    """One attempt row per delivery. On SQLite multi-row inserts on the driver with the
-    columns' bind processors applied once per distinct value, as in :func:`stage`."""
+def _insert_attempts(s: Session, deliveries: Sequence[Delivery], now: datetime) -> None:
+    """One attempt row per delivery, all at ``now``. On SQLite multi-row inserts on the
+    driver, rows built straight from the deliveries with the columns' bind processors
+    applied once per distinct value, as in :func:`stage`."""
     if s.get_bind().dialect.name != "sqlite":
-        s.execute(insert(_ATTEMPTS), attempts)
+        s.execute(insert(_ATTEMPTS), [_attempt_row(d, now) for d in deliveries])
         return
     conn = s.connection()
     dialect = conn.dialect
-    c = _ATTEMPTS.c
-    when = _memo(_bind(c.at, dialect))
-    as_json = _bind(c.recipient_results, dialect)
+    as_json = _bind(_ATTEMPTS.c.recipient_results, dialect)
+    at = _bind(_ATTEMPTS.c.at, dialect)(now)
     null = as_json(None)  # what almost every attempt stores: convert it once
     rows = [
         (
-            a["outbox_id"], when(a["at"]), a["worker"], a["outcome"], a["code"], a["text"],
-            null if a["recipient_results"] is None else as_json(a["recipient_results"]),
-            a["duration_ms"],
+            d.claim.id, at, d.worker, d.outcome.value, d.code, d.text[:2000],
+            null if d.recipient_results is None else as_json(d.recipient_results),
+            round(d.duration_ms, 1),
         )
-        for a in attempts
+        for d in deliveries
     ]  # fmt: skip
     _insert_rows(conn, "outbox_attempts", _ATTEMPT_COLUMNS, rows)
 
