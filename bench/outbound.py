@@ -6,7 +6,10 @@ Django uses it (one reused connection), each building its messages the way it wo
 with Postfix's C load generator `smtp-source` (8 sessions, connections reused, one fixed
 message it never builds): the ceiling for a client on this machine.
 
-    python bench/outbound.py [--messages N] [--json]
+    python bench/outbound.py [--messages N] [--runs K] [--json]
+
+``--runs K`` repeats every measure K times, side by side, and reports the medians: the
+speed of a shared machine drifts from minute to minute.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ import time
 from collections.abc import Callable, Iterator
 from email.message import EmailMessage
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from postroom import Postroom
 from postroom.outbox.service import SendRequest
@@ -234,26 +237,23 @@ def message_count(text: str) -> int:
     return value
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--messages", type=message_count, default=5000, help="at least 100")
-    parser.add_argument("--json", action="store_true")
-    args = parser.parse_args()
-    baseline_n = min(args.messages, 2000)
+def one_run(n: int) -> dict[str, Any]:
+    """Every measure once, side by side: the three baselines, then postroom."""
+    baseline_n = min(n, 2000)
     progress(f"smtplib, {baseline_n} messages with a new connection each, then reusing one")
     with fresh_sink() as port:
         new_conn = smtplib_new_connection(port, baseline_n)
     with fresh_sink() as port:
         reused = smtplib_reused(port, baseline_n)
-    c_tool_n = max(args.messages, 20000)
+    c_tool_n = max(n, 20000)
     progress(f"smtp-source, {c_tool_n} messages")
     with fresh_sink() as port:
         c_tool = smtp_source(port, c_tool_n)
-    progress(f"postroom, {args.messages} messages: send() latency, send_many, end to end")
+    progress(f"postroom, {n} messages: send() latency, send_many, end to end")
     with tempfile.TemporaryDirectory() as tmp:
-        result = postroom_run(args.messages, Path(tmp))
+        result = postroom_run(n, Path(tmp))
     rate = result["postroom_msgs_per_s"]
-    out = {
+    return {
         **result,
         "baselines": {
             "smtplib_new_connection": new_conn,
@@ -264,10 +264,71 @@ def main() -> None:
         "ratio_vs_smtplib_reused_connection": rate / reused,
         "ratio_vs_smtp_source": rate / c_tool if c_tool else None,
     }
+
+
+def summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The median of each measure over the runs (each ratio taken within its own run, as
+    the machine's speed drifts between runs); peak RSS is the highest. One run: itself."""
+    if len(runs) == 1:
+        return runs[0]
+
+    def median(key: str, group: str | None = None) -> float | None:
+        values = [(r[group] if group else r)[key] for r in runs]
+        return None if None in values else statistics.median(values)
+
+    out: dict[str, Any] = {
+        key: median(key)
+        for key in (
+            "postroom_msgs_per_s", "send_p50_ms", "send_p99_ms", "send_many_msgs_per_s",
+            "ratio_vs_smtplib_new_connection", "ratio_vs_smtplib_reused_connection",
+            "ratio_vs_smtp_source",
+        )
+    }  # fmt: skip
+    out["baselines"] = {name: median(name, "baselines") for name in runs[0]["baselines"]}
+    out["worker_peak_rss_mb"] = max(r["worker_peak_rss_mb"] for r in runs)
+    out["messages"] = runs[0]["messages"]
+    out["runs"] = runs
+    return out
+
+
+def run_count(text: str) -> int:
+    """``--runs``: 1 to 20."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not 1 <= value <= 20:
+        raise argparse.ArgumentTypeError(f"must be between 1 and 20, got {value}")
+    return value
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=message_count, default=5000, help="at least 100")
+    parser.add_argument(
+        "--runs",
+        type=run_count,
+        default=1,
+        help="repeat every measure, side by side, and report the medians (1 to 20)",
+    )
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    runs = []
+    for k in range(args.runs):
+        if args.runs > 1:
+            progress(f"run {k + 1} of {args.runs}")
+        runs.append(one_run(args.messages))
+    out = summary(runs)
+    result = out
+    new_conn = out["baselines"]["smtplib_new_connection"]
+    reused = out["baselines"]["smtplib_reused_connection"]
+    c_tool = out["baselines"]["smtp_source"]
     if args.json:
         print(json.dumps(out, indent=2))
         return
     print(f"messages:                      {int(result['messages'])} of ~2 KB, into smtp-sink")
+    if args.runs > 1:
+        print(f"runs:                          {args.runs}, medians below (ratios within each run)")
     print(
         f"postroom end to end:           {result['postroom_msgs_per_s']:>9.0f} msg/s  (enqueue → 250, worker running)"
     )

@@ -60,3 +60,45 @@ def test_outbound_benchmark_refuses_a_bad_message_count_clearly() -> None:
         )
         assert done.returncode == 2, done.stderr
         assert "--messages" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_outbound_benchmark_repeats_runs_and_reports_medians() -> None:
+    """With --runs, each run is reported whole and the summary is the median of each
+    measure, every ratio taken within its own run."""
+    import statistics
+
+    for tool in ("smtp-sink", "smtp-source"):
+        if not (shutil.which(tool) or Path(f"/usr/sbin/{tool}").exists()):
+            require_service(tool, "install Debian's postfix package")
+    done = subprocess.run(
+        [sys.executable, str(BENCH), "--messages", "100", "--runs", "3", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "bench: run 3 of 3" in done.stderr
+    report = json.loads(done.stdout)
+    runs = report["runs"]
+    assert len(runs) == 3
+    for run in runs:
+        rate, baseline = run["postroom_msgs_per_s"], run["baselines"]["smtp_source"]
+        assert abs(run["ratio_vs_smtp_source"] - rate / baseline) < 1e-9
+    for key in ("postroom_msgs_per_s", "send_p99_ms", "ratio_vs_smtp_source"):
+        assert report[key] == statistics.median(r[key] for r in runs), key
+    assert report["baselines"]["smtp_source"] == statistics.median(
+        r["baselines"]["smtp_source"] for r in runs
+    )
+    assert report["worker_peak_rss_mb"] == max(r["worker_peak_rss_mb"] for r in runs)
+
+
+def test_outbound_benchmark_refuses_a_bad_run_count_clearly() -> None:
+    for bad in ("0", "21", "x"):
+        done = subprocess.run(
+            [sys.executable, str(BENCH), "--runs", bad],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 2, done.stderr
+        assert "--runs" in done.stderr and "Traceback" not in done.stderr
