@@ -226,15 +226,21 @@ def progress(text: str) -> None:
     print(f"bench: {text}", file=sys.stderr, flush=True)
 
 
-def message_count(text: str) -> int:
-    """``--messages``: a whole number of at least 100 (p99 needs a hundred sends)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 100:
-        raise argparse.ArgumentTypeError(f"must be at least 100, got {value}")
-    return value
+def whole_number(low: int, high: int | None = None) -> Callable[[str], int]:
+    """An argparse type: a whole number from ``low`` (to ``high``), else argparse's error."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        if high is not None and value > high:
+            raise argparse.ArgumentTypeError(f"must be at most {high}, got {value}")
+        return value
+
+    return parse
 
 
 def one_run(n: int) -> dict[str, Any]:
@@ -291,23 +297,13 @@ def summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def run_count(text: str) -> int:
-    """``--runs``: 1 to 20."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if not 1 <= value <= 20:
-        raise argparse.ArgumentTypeError(f"must be between 1 and 20, got {value}")
-    return value
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--messages", type=message_count, default=5000, help="at least 100")
+    # p99 needs a hundred sends
+    parser.add_argument("--messages", type=whole_number(100), default=5000, help="at least 100")
     parser.add_argument(
         "--runs",
-        type=run_count,
+        type=whole_number(1, 20),
         default=1,
         help="repeat every measure, side by side, and report the medians (1 to 20)",
     )

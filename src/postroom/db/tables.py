@@ -155,7 +155,8 @@ class Admin(Base):
 
 READY_CONDITION = "status IN ('queued', 'retrying')"  # outbox.schemas.DUE_STATES
 # the states that need someone's attention: rare, so a partial index of them stays small
-ATTENTION_CONDITION = "status IN ('retrying', 'failed', 'bounced', 'cancelled')"
+ATTENTION_STATES = ("retrying", "failed", "bounced", "cancelled")
+ATTENTION_CONDITION = f"status IN ({', '.join(repr(s) for s in ATTENTION_STATES)})"
 
 
 class OutboxMessage(Base):

@@ -120,11 +120,13 @@ def _alternatives(text: str | None, html: str | None) -> list[str]:
     return alternatives[0] if len(alternatives) == 1 else _multipart("alternative", alternatives)
 
 
-def _crlf_only(data: bytes) -> bytes:
-    """``data``, after checking that every CR and LF in it is part of a CRLF pair.
+def _encoded(lines: list[str]) -> bytes:
+    """``lines`` as CRLF-ended ASCII bytes, after checking that every CR and LF in them is
+    part of a CRLF pair.
 
     Defence in depth: the validation before composing should make a bare one impossible.
     """
+    data = ("\r\n".join(lines) + "\r\n").encode("ascii")
     if not data.count(b"\n") == data.count(b"\r\n") == data.count(b"\r"):
         raise ValueError("composed message has a bare CR or LF")
     return data
@@ -135,7 +137,7 @@ def _encoded_body(text: str | None, html: str | None) -> bytes:
     """The MIME body of text and/or HTML, encoded and checked: computed once per distinct
     body. Notifications from one template often share theirs word for word, and encoding
     and checking 2 KB cost more than the rest of composing a message."""
-    return _crlf_only(("\r\n".join(_alternatives(text, html)) + "\r\n").encode("ascii"))
+    return _encoded(_alternatives(text, html))
 
 
 _CACHED_BODY_CHARS = 64 * 1024  # larger bodies are encoded each time, not kept
@@ -148,10 +150,10 @@ def render(
 
     Raises ValueError when the result would hold a bare CR or LF (it cannot, by
     construction; this is the last check)."""
-    head = _crlf_only(("\r\n".join([*headers, "MIME-Version: 1.0"]) + "\r\n").encode("ascii"))
+    head = _encoded([*headers, "MIME-Version: 1.0"])
     if attachments:
         parts = _multipart("mixed", [_alternatives(text, html), *(a.lines() for a in attachments)])
-        return head + _crlf_only(("\r\n".join(parts) + "\r\n").encode("ascii"))
+        return head + _encoded(parts)
     if len(text or "") + len(html or "") <= _CACHED_BODY_CHARS:
         return head + _encoded_body(text, html)
-    return head + _crlf_only(("\r\n".join(_alternatives(text, html)) + "\r\n").encode("ascii"))
+    return head + _encoded(_alternatives(text, html))

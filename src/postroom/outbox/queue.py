@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from postroom.db.tables import (
     ATTENTION_CONDITION,
+    ATTENTION_STATES,
     READY_CONDITION,
     OutboxAttempt,
     OutboxBody,
@@ -76,7 +77,6 @@ WHERE m.profile_id = p.id AND p.enabled = 1 AND m.status = 'sending' AND m.lease
 ORDER BY m.lease_until LIMIT ?
 """
 _ATTENTION = text(ATTENTION_CONDITION)
-_ATTENTION_STATES = {"retrying", "failed", "bounced", "cancelled"}  # ATTENTION_CONDITION
 
 
 @dataclass(slots=True)
@@ -211,6 +211,11 @@ def _stage_sqlite(s: Session, items: Sequence[Enqueue]) -> builtins.list[int]:
     return ids
 
 
+def _marks(n: int) -> str:
+    """``n`` driver parameters, for ``IN (…)`` and ``VALUES (…)``."""
+    return ",".join("?" * n)
+
+
 def _lease_sqlite(
     s: Session, ids: builtins.list[int], token: str, now: datetime, lease_until: datetime
 ) -> None:
@@ -222,7 +227,7 @@ def _lease_sqlite(
     when = _bind(_M.lease_until, conn.dialect)
     conn.exec_driver_sql(
         "UPDATE outbox_messages SET status = ?, lease_owner = ?, lease_until = ?,"
-        f" attempts = attempts + 1 WHERE id IN ({','.join('?' * len(ids))})"
+        f" attempts = attempts + 1 WHERE id IN ({_marks(len(ids))})"
         f" AND ({READY_CONDITION} OR (status = ? AND lease_until < ?))",
         (OutboxStatus.SENDING.value, token, when(lease_until), *ids,
          OutboxStatus.SENDING.value, when(now)),
@@ -233,13 +238,10 @@ def _lease_sqlite(
 # busy on the event loop's thread that handover cost more than reading the row. So a
 # claim's reads return one row each, aggregated by SQLite (docs/decisions/0006).
 _CLAIMED_SQL = """
-SELECT json_group_array(json_array(id, profile_id, envelope_from, json(recipients), attempts,
-                                   message_id))
-FROM outbox_messages WHERE id IN ({ids}) AND lease_owner = ?
-"""
-_SIZES_SQL = """
-SELECT json_group_array(json_array(outbox_id, length(raw))) FROM outbox_bodies
-WHERE outbox_id IN ({ids})
+SELECT json_group_array(json_array(m.id, m.profile_id, m.envelope_from, json(m.recipients),
+                                   m.attempts, m.message_id, length(b.raw)))
+FROM outbox_messages AS m JOIN outbox_bodies AS b ON b.outbox_id = m.id
+WHERE m.id IN ({ids}) AND m.lease_owner = ?
 """
 # ids and bytes from one pass over the rows: both aggregates see them in the same order
 _BODIES_SQL = """
@@ -249,21 +251,14 @@ WHERE outbox_id IN ({ids})
 _BODIES_PER_READ = 32 * 2**20  # bytes concatenated by one read (SQLite's limit is 1 GB)
 
 
-def _marks(n: int) -> str:
-    return ",".join("?" * n)
-
-
 def _read_claimed_sqlite(
     s: Session, ids: builtins.list[int], token: str
 ) -> builtins.list[tuple[Any, ...]]:
     """What delivery needs of the messages ``token`` leased, read after the lease committed
     (a read holds no lock)."""
     [(meta,)] = _driver_rows(s, _CLAIMED_SQL.format(ids=_marks(len(ids))), (*ids, token))
-    taken = json.loads(meta)
-    if not taken:
-        return []
-    [(sizes,)] = _driver_rows(s, _SIZES_SQL.format(ids=_marks(len(taken))), [t[0] for t in taken])
-    size_of: dict[int, int] = dict(json.loads(sizes))
+    taken = json.loads(meta)  # [id, profile, sender, recipients, attempts, Message-ID, size]
+    size_of: dict[int, int] = {t[0]: t[-1] for t in taken}
     chunks: list[list[int]] = [[]]
     total = 0
     for id_, size in size_of.items():
@@ -273,7 +268,7 @@ def _read_claimed_sqlite(
         chunks[-1].append(id_)
         total += size
     raws: dict[int, bytes] = {}
-    for chunk in chunks:
+    for chunk in filter(None, chunks):
         [(order, blob)] = _driver_rows(s, _BODIES_SQL.format(ids=_marks(len(chunk))), chunk)
         at = 0
         for id_ in json.loads(order):
@@ -281,7 +276,7 @@ def _read_claimed_sqlite(
             at += size_of[id_]
         if at != len(blob or b""):
             raise RuntimeError(f"outbox bodies read back {len(blob or b'')} bytes, not {at}")
-    return [(*t, raws[t[0]]) for t in taken]
+    return [(*t[:-1], raws[t[0]]) for t in taken]
 
 
 def _driver_rows(s: Session, sql: str, params: Sequence[Any]) -> builtins.list[Any]:
@@ -325,7 +320,7 @@ def _insert_rows(
     """Multi-row INSERTs on the driver: one statement (one step) per chunk of rows rather
     than one per row, each of which gives up and re-takes the GIL with the write lock held.
     Returns the ``returning`` columns of every row inserted."""
-    one = "(" + ",".join("?" * len(columns)) + ")"
+    one = f"({_marks(len(columns))})"
     per = max(1, 30000 // len(columns))  # SQLite takes up to 32,766 parameters
     suffix = f" RETURNING {returning}" if returning else ""
     out: list[tuple[Any, ...]] = []
@@ -459,9 +454,7 @@ class OutboxQueue:
             if len(ids) < limit:
                 blocked = [r[0] for r in _driver_rows(s, _SQLITE_BLOCKED_SQL, ())]
                 sql = _SQLITE_READY_SQL.format(
-                    blocked=f" AND profile_id NOT IN ({','.join('?' * len(blocked))})"
-                    if blocked
-                    else ""
+                    blocked=f" AND profile_id NOT IN ({_marks(len(blocked))})" if blocked else ""
                 )
                 [(chosen,)] = _driver_rows(
                     s,
@@ -725,7 +718,7 @@ class OutboxQueue:
         )
         if status:
             q = q.where(OutboxMessage.status == status)
-            if status in _ATTENTION_STATES:
+            if status in ATTENTION_STATES:
                 q = q.where(_ATTENTION)  # lets the planner take the small partial index
         if profile:
             q = q.where(func.lower(OutboxMessage.profile_name) == profile.strip().lower())
