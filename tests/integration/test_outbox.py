@@ -261,6 +261,65 @@ def test_a_batch_with_one_lost_lease_records_only_the_messages_still_owned(
     assert [len(app.outbox.get(i).history) for i in ids] == [1, 0, 1]
 
 
+def test_outcomes_and_the_next_claim_commit_together(app: Postroom) -> None:
+    """The worker writes one batch's outcomes and claims the next in one transaction
+    (docs/decisions/0007): one commit, outcomes as complete() writes them, a lease as
+    claim() takes it — and a lost lease refused without holding the claim back."""
+    from sqlalchemy import event
+
+    from postroom.outbox.queue import Delivery
+    from postroom.smtp.replies import Outcome
+
+    sink_profile(app, 1)
+    first = [app.send(msg(subject=f"a{i}"), profile="sink") for i in range(3)]
+    queue = app.outbox.queue
+    held = queue.claim("w", limit=3, lease_s=60)
+    lost = held[2]
+    queue.release([lost])  # taken by another worker meanwhile
+    assert [c.id for c in queue.claim("other", limit=1, lease_s=60)] == [lost.id]
+    later = [app.send(msg(subject=f"b{i}", priority=p), profile="sink") for i, p in
+             enumerate(["low", "high", "normal"])]  # fmt: skip
+    commits: list[object] = []
+
+    def count(conn: object) -> None:
+        commits.append(conn)
+
+    event.listen(app.engine, "commit", count)
+    try:
+        refused, claims = queue.complete_and_claim(
+            [Delivery(held[0], Outcome.SENT, 250, "250 ok", "w"),
+             Delivery(held[1], Outcome.TRANSIENT, 451, "451 later", "w"),
+             Delivery(lost, Outcome.SENT, 250, "250 ok", "w")],
+            "w", limit=10, lease_s=60,
+        )  # fmt: skip
+    finally:
+        event.remove(app.engine, "commit", count)
+    assert len(commits) == 1
+    assert refused == [lost.id]
+    statuses = [app.outbox.get(i).status for i in first]
+    assert statuses == ["sent", "retrying", "sending"]  # the lost one is the other's
+    assert [len(app.outbox.get(i).history) for i in first] == [1, 1, 0]
+    # by priority, each leased with one owner token and its attempt counted
+    assert [c.id for c in claims] == [later[1], later[2], later[0]]
+    assert len({c.token for c in claims}) == 1 and all(c.attempts == 1 for c in claims)
+    assert [app.outbox.get(i).status for i in later] == ["sending"] * 3
+    assert [b"Subject: b1\r\n" in c.raw for c in claims] == [True, False, False]
+
+
+def test_outcomes_are_written_when_nothing_is_left_to_claim(app: Postroom) -> None:
+    from postroom.outbox.queue import Delivery
+    from postroom.smtp.replies import Outcome
+
+    sink_profile(app, 1)
+    id = app.send(msg(), profile="sink")
+    queue = app.outbox.queue
+    (held,) = queue.claim("w", limit=10, lease_s=60)
+    assert queue.complete_and_claim(
+        [Delivery(held, Outcome.SENT, 250, "250 ok", "w")], "w", limit=10, lease_s=60
+    ) == ([], [])
+    assert app.outbox.get(id).status == "sent"
+
+
 def test_a_message_cancelled_after_being_chosen_is_not_claimed(
     app: Postroom, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import builtins
 import json
+import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ from itertools import chain
 from typing import Any
 
 from sqlalchemy import Select, Table, delete, exists, func, insert, select, text, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from postroom.db.tables import (
@@ -47,6 +48,7 @@ from postroom.smtp.replies import Outcome
 __all__ = ["Claim", "Delivery", "Enqueue", "OutboxQueue", "stage"]
 
 DEFAULT_DEADLINE = timedelta(hours=24)
+log = logging.getLogger("postroom.outbox")
 # A profile whose OAuth2 configuration needs consent is paused: its messages stay queued.
 _NOT_PAUSED = ~exists().where(OAuth2Pause.profile_id == OutboxMessage.profile_id)
 # The hot paths (enqueue, claim, complete) use Core statements on the tables: the ORM's
@@ -394,46 +396,91 @@ class OutboxQueue:
 
     def claim(self, worker: str, *, limit: int, lease_s: float) -> builtins.list[Claim]:
         """Take up to ``limit`` due messages of enabled profiles (and expired leases)."""
+        with self._sessions() as s:
+            return self._claim(s, worker, limit=limit, lease_s=lease_s)
+
+    def complete_and_claim(
+        self, deliveries: Sequence[Delivery], worker: str, *, limit: int, lease_s: float
+    ) -> tuple[builtins.list[int], builtins.list[Claim]]:
+        """:meth:`complete` then :meth:`claim`, in one transaction: one commit (and one
+        ``fsync``) per batch instead of two, and on SQLite no second writer of the same
+        worker waiting in the busy handler for the first (docs/decisions/0007).
+
+        Returns the refused ids and the new claims. The outcomes commit with the lease;
+        should reading the leased messages then fail, no claims are returned and their
+        lease runs out, as when a worker dies after claiming."""
+        with self._sessions() as s:
+            refused = self._complete(s, deliveries)
+            leased = self._lease(s, worker, limit=limit, lease_s=lease_s)
+            try:
+                return refused, self._claims(s, *leased)
+            except DBAPIError as exc:
+                log.warning(
+                    "could not read %d leased message(s) (%s); they are retried when the "
+                    "lease ends",
+                    len(leased[0]),
+                    type(exc.orig).__name__,
+                )
+                return refused, []
+
+    def _claim(
+        self, s: Session, worker: str, *, limit: int, lease_s: float
+    ) -> builtins.list[Claim]:
+        return self._claims(s, *self._lease(s, worker, limit=limit, lease_s=lease_s))
+
+    def _lease(
+        self, s: Session, worker: str, *, limit: int, lease_s: float
+    ) -> tuple[builtins.list[int], str, builtins.list[tuple[Any, ...]] | None]:
+        """Choose and lease up to ``limit`` messages, and commit ``s``. Returns the ids,
+        the lease's owner token and, where the database returned them with the lease
+        (PostgreSQL), the rows :meth:`_claims` needs."""
         now = utcnow()
         token = f"{worker}:{uuid.uuid4().hex[:12]}"
-        with self._sessions() as s:
-            ids = self._choose(s, now, limit)
-            if not ids:
-                return []
-            lease_until = now + timedelta(seconds=lease_s)
-            if s.get_bind().dialect.name == "sqlite":
-                # The write lock is held only for one UPDATE that returns nothing; the rows
-                # are read after the commit. Returning 500 rows inside the transaction gave
-                # up and re-took the GIL once a row, and with delivery busy on the event
-                # loop that kept other writers (send()) waiting tens of milliseconds
-                # (docs/decisions/0005).
-                _lease_sqlite(s, ids, token, now, lease_until)
-                s.commit()
-                taken = _read_claimed_sqlite(s, ids, token)
-            else:
-                rows = s.execute(
-                    update(_MESSAGES)
-                    .where(_M.id.in_(ids))
-                    .values(
-                        status=OutboxStatus.SENDING.value, lease_owner=token,
-                        lease_until=lease_until, attempts=_M.attempts + 1,
-                    )
-                    .returning(
-                        _M.id, _M.profile_id, _M.envelope_from, _M.recipients,
-                        _M.attempts, _M.message_id,
-                    )
-                ).all()  # fmt: skip
-                bodies = {
-                    id_: raw
-                    for id_, raw in s.execute(
-                        select(_BODIES.c.outbox_id, _BODIES.c.raw).where(
-                            _BODIES.c.outbox_id.in_(ids)
-                        )
-                    )
-                }
-                s.commit()
-                taken = [(*r, bodies[r[0]]) for r in rows]
-        # in the order they were chosen (priority, then due time)
+        ids = self._choose(s, now, limit)
+        if not ids:
+            s.commit()
+            return [], token, []
+        lease_until = now + timedelta(seconds=lease_s)
+        if s.get_bind().dialect.name == "sqlite":
+            # The write lock is held only for one UPDATE that returns nothing; the rows
+            # are read after the commit. Returning 500 rows inside the transaction gave
+            # up and re-took the GIL once a row, and with delivery busy on the event
+            # loop that kept other writers (send()) waiting tens of milliseconds
+            # (docs/decisions/0005).
+            _lease_sqlite(s, ids, token, now, lease_until)
+            s.commit()
+            return ids, token, None
+        rows = s.execute(
+            update(_MESSAGES)
+            .where(_M.id.in_(ids))
+            .values(
+                status=OutboxStatus.SENDING.value, lease_owner=token,
+                lease_until=lease_until, attempts=_M.attempts + 1,
+            )
+            .returning(
+                _M.id, _M.profile_id, _M.envelope_from, _M.recipients, _M.attempts,
+                _M.message_id,
+            )
+        ).all()  # fmt: skip
+        bodies = dict(
+            s.execute(
+                select(_BODIES.c.outbox_id, _BODIES.c.raw).where(_BODIES.c.outbox_id.in_(ids))
+            ).all()
+        )
+        s.commit()
+        return ids, token, [(*r, bodies[r[0]]) for r in rows]
+
+    @staticmethod
+    def _claims(
+        s: Session,
+        ids: builtins.list[int],
+        token: str,
+        taken: builtins.list[tuple[Any, ...]] | None,
+    ) -> builtins.list[Claim]:
+        """The claims of a lease, in the order they were chosen (priority, then due time);
+        on SQLite read now, outside the write lock."""
+        if taken is None:
+            taken = _read_claimed_sqlite(s, ids, token)
         rank = {id_: k for k, id_ in enumerate(ids)}
         claims = [
             Claim(id_, token, profile_id, sender, recipients, raw, attempts, mid)
@@ -539,20 +586,26 @@ class OutboxQueue:
     def complete(self, deliveries: Sequence[Delivery]) -> builtins.list[int]:
         """Record outcomes in one transaction; returns the ids whose write was refused
         because the worker no longer owned them (its lease expired and was taken over)."""
-        now = utcnow()
         with self._sessions() as s:
-            if s.get_bind().dialect.name == "sqlite":
-                # As in claim (docs/decisions/0005): no rows come back inside the write
-                # lock. When every update touched its row, the counts say all were still
-                # ours (the usual case).
-                refused = self._record(s, deliveries, now, counted=True)
-                if refused is not None:
-                    s.commit()
-                    return refused
-                s.rollback()  # a lease was lost meanwhile: find out which ones, below
-            refused = self._record(s, deliveries, now, counted=False)
+            refused = self._complete(s, deliveries)
             s.commit()
-            return refused or []
+            return refused
+
+    def _complete(self, s: Session, deliveries: Sequence[Delivery]) -> builtins.list[int]:
+        """Write outcomes in ``s``'s transaction, which must hold nothing else yet (a lost
+        lease on SQLite rolls it back); the caller commits. Returns the refused ids."""
+        if not deliveries:
+            return []
+        now = utcnow()
+        if s.get_bind().dialect.name == "sqlite":
+            # As in claim (docs/decisions/0005): no rows come back inside the write
+            # lock. When every update touched its row, the counts say all were still
+            # ours (the usual case).
+            refused = self._record(s, deliveries, now, counted=True)
+            if refused is not None:
+                return refused
+            s.rollback()  # a lease was lost meanwhile: find out which ones, below
+        return self._record(s, deliveries, now, counted=False) or []
 
     def _record(
         self, s: Session, deliveries: Sequence[Delivery], now: datetime, *, counted: bool

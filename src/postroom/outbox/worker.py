@@ -102,7 +102,6 @@ class Worker:
         self._profiles: dict[int, _ProfileState] = {}
         #: every claim this worker holds until its outcome is written or it is released
         self._in_hand: dict[int, Claim] = {}
-        self._completing: asyncio.Task[None] | None = None
         self.sent = 0
         self.failed = 0
         self.retried = 0
@@ -114,13 +113,16 @@ class Worker:
     async def run(self, *, drain: bool = False) -> None:
         """Deliver until stopped; with ``drain``, return once nothing is due.
 
-        Database work overlaps delivery: while one batch is on the wire the next one is
-        claimed and the previous one's outcomes are written (docs/decisions/0004).
+        Database work overlaps delivery: while one batch is on the wire, the previous
+        batch's outcomes are written and the next batch is claimed, in one transaction
+        (docs/decisions/0004, 0007).
         """
         backoff = 0.5
         next_digests = 0.0
         next_purge = 0.0
-        prefetch: asyncio.Task[list[Claim]] | None = None
+        claims: list[Claim] = []  # claimed, to deliver next
+        done: list[Delivery] = []  # delivered, outcomes not yet written
+        cycle: asyncio.Task[list[Claim]] | None = None
         keeper = asyncio.create_task(self._keep_leases())
         watch = CommitWatch(self.app.engine)
         try:
@@ -136,12 +138,11 @@ class Worker:
                         await asyncio.to_thread(self.app.notifications.run_due_digests)
                     except DBAPIError as exc:
                         log.warning("summaries: database unavailable (%s)", type(exc.orig).__name__)
+                cycle = asyncio.create_task(self._cycle(done))
+                done = await self._deliver(claims) if claims else []
                 try:
-                    if prefetch is not None:
-                        task, prefetch = prefetch, None
-                        claims = await task
-                    else:
-                        claims = await self._claim()
+                    task, cycle = cycle, None
+                    claims = await task
                 except DBAPIError as exc:
                     # the database restarted or is unreachable: wait and try again; messages
                     # in flight stay leased and another attempt picks them up after the lease
@@ -151,6 +152,7 @@ class Worker:
                         type(exc.orig).__name__,
                         backoff,
                     )
+                    claims = []
                     try:
                         await asyncio.wait_for(self._stop.wait(), backoff)
                     except TimeoutError:
@@ -158,31 +160,53 @@ class Worker:
                     backoff = min(backoff * 2, 10.0)
                     continue
                 backoff = 0.5
-                if not claims:
-                    await self._settle()
+                if not claims and not done:
                     if drain and not await asyncio.to_thread(self._anything_pending):
                         return
                     await self._close_idle()
                     await self._idle(watch)
-                    continue
-                if not self._stop.is_set():
-                    prefetch = asyncio.create_task(self._claim())
-                deliveries = await self._deliver(claims)
-                await self._settle()  # one batch of outcomes in flight at a time
-                self._completing = asyncio.create_task(self._finish(deliveries))
         finally:
-            if prefetch is not None:
-                # a claim running in a thread can't be called back: let it finish, give it back
+            if cycle is not None:
+                # database work running in a thread can't be called back: let it finish
                 try:
-                    await self._release(await prefetch)
+                    claims += await cycle
+                except DBAPIError:
+                    pass
+            if done:
+                self._finish(done, await self._complete(done))
+            if claims:
+                try:
+                    await self._release(claims)
                 except Exception as exc:  # noqa: BLE001 - their leases expire; another worker takes them
                     log.warning(
                         "worker %s: could not give back claimed messages: %s", self.name, exc
                     )
-            await self._settle()
             keeper.cancel()
             watch.close()
             await self._close_all()
+
+    async def _cycle(self, done: list[Delivery]) -> list[Claim]:
+        """Write the outcomes of ``done`` and claim the next batch (none once stopping),
+        in one transaction when there are both."""
+        queue, claim = self.app.outbox.queue, not self._stop.is_set()
+        if not done:
+            return await self._claim() if claim else []
+        if not claim:
+            self._finish(done, await self._complete(done))
+            return []
+        try:
+            refused, claims = await asyncio.to_thread(
+                queue.complete_and_claim, done, self.name, limit=self.batch, lease_s=self.lease_s
+            )
+        except DBAPIError:
+            # nothing was written: the outcomes on their own, retried while the lease
+            # lasts; the claim's failure goes to the caller (wait for the database)
+            self._finish(done, await self._complete(done))
+            raise
+        self._finish(done, refused)
+        for c in claims:
+            self._in_hand[c.id] = c
+        return claims
 
     async def _idle(self, watch: CommitWatch) -> None:
         """Wait up to ``poll_s`` for new mail: until stopped, or (SQLite) until anyone
@@ -230,18 +254,11 @@ class Worker:
             for c in claims:
                 self._in_hand.pop(c.id, None)
 
-    async def _settle(self) -> None:
-        """Wait for the outcomes being written."""
-        if self._completing is not None:
-            task, self._completing = self._completing, None
-            await task
-
-    async def _finish(self, deliveries: list[Delivery]) -> None:
-        try:
-            refused = set(await self._complete(deliveries))
-        finally:
-            for d in deliveries:
-                self._in_hand.pop(d.claim.id, None)
+    def _finish(self, deliveries: list[Delivery], refused_ids: list[int]) -> None:
+        """Account for outcomes written (all but ``refused_ids``) and let their claims go."""
+        refused = set(refused_ids)
+        for d in deliveries:
+            self._in_hand.pop(d.claim.id, None)
         if refused:
             log.warning(
                 "worker %s lost the lease of %d message(s) before finishing; "
