@@ -95,10 +95,10 @@ class _Protocol(asyncio.Protocol):
         self.waiter: asyncio.Future[None] | None = None
         self.closed: BaseException | None = None
         self._lines: list[str] = []
-        #: loop time since when we have waited for a reply and heard nothing
-        self.waiting_since: float | None = None
-        #: how many buffered replies the waiter needs before it is woken
-        self.wanted = 1
+        #: reply lines parsed so far (the watchdog's sign of life)
+        self.received = 0
+        #: the batch being sent, driven from here as its replies come in
+        self.driver: _Driver | None = None
 
     def data_received(self, data: bytes) -> None:
         if self.closed is not None:
@@ -109,7 +109,6 @@ class _Protocol(asyncio.Protocol):
             return
         self.buffer = rest
         replies = self.replies
-        before = len(replies)
         for raw in lines:
             line = raw.rstrip(b"\r")
             if len(line) > _MAX_LINE:
@@ -118,24 +117,25 @@ class _Protocol(asyncio.Protocol):
             if len(line) < 3 or not line[:3].isdigit():
                 self._fail(PipelineBroken(f"malformed reply {line[:80]!r}"))
                 return
-            self._lines.append(line[4:].decode("utf-8", "replace"))
-            if line[3:4] != b"-":
-                replies.append(Reply(int(line[:3]), "\n".join(self._lines)))
-                self._lines = []
-        if len(replies) > before:
-            waiter = self.waiter
-            if waiter is None or waiter.done():
-                self.waiting_since = None
-            elif len(replies) >= self.wanted:
-                # one wake-up for all the replies a transaction needs, not one per reply
-                self.waiting_since = None
-                waiter.set_result(None)
-            else:
-                # the server is answering, if not all at once: the send timeout restarts
-                self.waiting_since = asyncio.get_running_loop().time()
+            if line[3:4] == b"-":
+                self._lines.append(line[4:].decode("utf-8", "replace"))
+                continue
+            text = line[4:].decode("utf-8", "replace")
+            if self._lines:
+                self._lines.append(text)
+                text, self._lines = "\n".join(self._lines), []
+            replies.append(Reply(int(line[:3]), text))
+        if lines:
+            self.received += len(lines)
+            if self.driver is not None:
+                self.driver.advance()
+            elif self.waiter is not None and not self.waiter.done() and replies:
+                self.waiter.set_result(None)
 
     def _fail(self, exc: BaseException) -> None:
         self.closed = exc
+        if self.driver is not None:
+            self.driver.fail(exc)
         if self.waiter is not None and not self.waiter.done():
             self.waiter.set_exception(exc)
 
@@ -147,6 +147,99 @@ class _Protocol(asyncio.Protocol):
         return None
 
 
+def _envelope(sender: str, recipients: list[str]) -> bytes:
+    lines = [f"MAIL FROM:<{sender}>"] + [f"RCPT TO:<{r}>" for r in recipients] + ["DATA"]
+    return ("\r\n".join(lines) + "\r\n").encode("utf-8")
+
+
+# what a transaction waits for
+_ENVELOPE, _FINAL, _RESET = 0, 1, 2
+
+
+class _Driver:
+    """One :meth:`PipelinedSession.send_all` batch, driven by the server's replies: each
+    time a transaction's replies are in, the next bytes are written from the protocol's
+    callback. No task wakes up per message — only once, when the batch is done (a
+    coroutine awaiting each transaction cost more than parsing its replies)."""
+
+    __slots__ = (
+        "broken", "crlf_only", "data", "done", "index", "mail", "messages", "need",
+        "protocol", "rcpts", "results", "stage", "transport", "watch",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        protocol: _Protocol,
+        transport: asyncio.Transport,
+        messages: list[tuple[str, list[str], bytes]],
+        *,
+        crlf_only: bool,
+        done: asyncio.Future[None],
+    ) -> None:
+        self.protocol, self.transport, self.messages = protocol, transport, messages
+        self.crlf_only, self.done = crlf_only, done
+        self.broken = False
+        self.watch: asyncio.TimerHandle | None = None
+        self.results: list[TransactionResult | PipelineBroken] = []
+        self.index = 0
+        self.stage = _ENVELOPE
+        self.need = len(messages[0][1]) + 2  # MAIL, one per RCPT, DATA: sent in one write
+        self.mail = self.data = Reply(0, "")
+        self.rcpts: dict[str, Reply] = {}
+
+    def _next_envelope(self) -> bytes:
+        k = self.index + 1
+        return (
+            _envelope(self.messages[k][0], self.messages[k][1]) if k < len(self.messages) else b""
+        )
+
+    def advance(self) -> None:
+        """Act on every transaction whose replies are all in."""
+        replies = self.protocol.replies
+        while not self.done.done() and len(replies) >= self.need:
+            if self.stage == _ENVELOPE:
+                recipients = self.messages[self.index][1]
+                self.mail = replies.popleft()
+                self.rcpts = {r: replies.popleft() for r in recipients}
+                self.data = replies.popleft()
+                if self.data.code != 354:
+                    self.transport.write(b"RSET\r\n" + self._next_envelope())
+                    self.stage, self.need = _RESET, 1
+                elif self.mail.code >= 400 or not _any_accepted(self.rcpts):
+                    # RFC 2920: DATA was accepted although nothing can be delivered; end
+                    # it empty and reset, so no message without valid envelope is sent
+                    self.transport.write(b".\r\nRSET\r\n" + self._next_envelope())
+                    self.stage, self.need = _RESET, 2
+                else:
+                    raw = self.messages[self.index][2]
+                    self.transport.write(
+                        dot_stuff(raw, crlf_only=self.crlf_only) + self._next_envelope()
+                    )
+                    self.stage, self.need = _FINAL, 1
+                continue
+            final: Reply | None = replies.popleft()
+            if self.stage == _RESET:
+                if self.need == 2:
+                    replies.popleft()  # RSET's reply, after the empty message's
+                final = None  # nothing was delivered
+            self.results.append(TransactionResult(self.mail, self.rcpts, self.data, final))
+            self.index += 1
+            if self.index == len(self.messages):
+                self.done.set_result(None)
+                return
+            self.stage, self.need = _ENVELOPE, len(self.messages[self.index][1]) + 2
+
+    def fail(self, exc: BaseException) -> None:
+        """The connection failed: the transaction being answered gets ``exc`` (it may even
+        have arrived), every later one :class:`NotSent`."""
+        if self.done.done():
+            return
+        self.broken = True
+        self.results.append(exc if isinstance(exc, PipelineBroken) else PipelineBroken(str(exc)))
+        self.results += [NotSent()] * (len(self.messages) - len(self.results))
+        self.done.set_result(None)
+
+
 class PipelinedSession:
     """Send many transactions over a set-up transport, pipelined."""
 
@@ -155,56 +248,40 @@ class PipelinedSession:
         transport.set_protocol(self._protocol)
         self._transport = transport
         self._timeout = timeout
-        self._watch: asyncio.TimerHandle | None = None
 
     @property
     def is_connected(self) -> bool:
         return self._protocol.closed is None and not self._transport.is_closing()
 
-    async def _replies(self, count: int) -> list[Reply]:
-        """The next ``count`` replies, woken once when all have come. The send timeout is
-        kept by :meth:`_watchdog`, one timer per session rather than one per reply (a
-        timer per reply cost more than parsing it)."""
+    async def _reply(self) -> Reply:
+        """The next reply (outside a batch)."""
         p = self._protocol
-        while len(p.replies) < count:
+        while not p.replies:
             if p.closed is not None:
                 raise p.closed
-            loop = asyncio.get_running_loop()
-            p.waiter = loop.create_future()
-            p.wanted = count
-            if p.waiting_since is None:
-                p.waiting_since = loop.time()
+            p.waiter = asyncio.get_running_loop().create_future()
             try:
                 await p.waiter
             finally:
                 p.waiter = None
-        replies = p.replies
-        return [replies.popleft() for _ in range(count)]
+        return p.replies.popleft()
 
-    async def _reply(self) -> Reply:
-        """The next reply."""
-        return (await self._replies(1))[0]
-
-    def _watchdog(self) -> None:
-        """Fail the session when the server has said nothing for the send timeout."""
+    def _watchdog(self, driver: _Driver, heard: int, since: float) -> None:
+        """Fail the batch when the server has said nothing for the send timeout. One
+        timer per batch, ticking at most every half second and looking at the count of
+        reply lines (a timer per reply cost more than parsing it): a partial answer
+        restarts the timeout."""
         p, timeout = self._protocol, self._timeout
-        if timeout is None or p.closed is not None:
+        if timeout is None or driver.done.done():
             return
         loop = asyncio.get_running_loop()
-        if p.waiting_since is not None and loop.time() - p.waiting_since >= timeout:
+        now = loop.time()
+        if p.received != heard:
+            heard, since = p.received, now
+        elif now - since >= timeout:
             p._fail(PipelineBroken("the server stopped answering"))
             return
-        self._watch = loop.call_later(min(timeout, 0.5), self._watchdog)
-
-    def _write(self, data: bytes) -> None:
-        if not self.is_connected:
-            raise PipelineBroken("the connection is closed")
-        self._transport.write(data)
-
-    @staticmethod
-    def _envelope(sender: str, recipients: list[str]) -> bytes:
-        lines = [f"MAIL FROM:<{sender}>"] + [f"RCPT TO:<{r}>" for r in recipients] + ["DATA"]
-        return ("\r\n".join(lines) + "\r\n").encode("utf-8")
+        driver.watch = loop.call_later(min(timeout, 0.5), self._watchdog, driver, heard, since)
 
     async def send_all(
         self, messages: list[tuple[str, list[str], bytes]], *, crlf_only: bool = False
@@ -212,57 +289,41 @@ class PipelinedSession:
         """Send ``(sender, recipients, raw)`` transactions; one result per message, in order.
         ``crlf_only``: every ``raw`` is known to be CRLF only (see :func:`dot_stuff`).
 
-        When the connection breaks, the message whose replies were awaited gets the
-        :class:`PipelineBroken` (it may have arrived); every later one gets :class:`NotSent`
-        (it cannot have arrived).
+        Each transaction's envelope (MAIL, every RCPT, DATA) goes in one write, and its
+        body together with the next envelope. When the connection breaks, the message
+        whose replies were awaited gets the :class:`PipelineBroken` (it may have
+        arrived); every later one gets :class:`NotSent` (it cannot have arrived).
         """
-        results: list[TransactionResult | PipelineBroken] = []
         if not messages:
-            return results
-        self._watchdog()
+            return []
+        p = self._protocol
+        loop = asyncio.get_running_loop()
+        driver = _Driver(
+            p, self._transport, messages, crlf_only=crlf_only, done=loop.create_future()
+        )
+        if not self.is_connected:
+            driver.fail(p.closed or PipelineBroken("the connection is closed"))
+            return driver.results
+        p.driver = driver
+        self._watchdog(driver, p.received, loop.time())
         try:
-            self._write(self._envelope(messages[0][0], messages[0][1]))
-            for index, (_sender, recipients, raw) in enumerate(messages):
-                # MAIL, one per RCPT and DATA were sent in one write: their replies together
-                envelope = await self._replies(len(recipients) + 2)
-                mail, data = envelope[0], envelope[-1]
-                rcpts = dict(zip(recipients, envelope[1:-1], strict=True))
-                following = messages[index + 1] if index + 1 < len(messages) else None
-                nxt = self._envelope(following[0], following[1]) if following else b""
-                if data.code != 354:
-                    self._write(b"RSET\r\n" + nxt)
-                    await self._reply()  # RSET
-                    results.append(TransactionResult(mail, rcpts, data, None))
-                    continue
-                if mail.code >= 400 or not _any_accepted(rcpts):
-                    # RFC 2920: DATA was accepted although nothing can be delivered; end it
-                    # empty and reset, so no message without valid envelope is sent
-                    self._write(b".\r\nRSET\r\n" + nxt)
-                    await self._reply()
-                    await self._reply()
-                    results.append(TransactionResult(mail, rcpts, data, None))
-                    continue
-                self._write(dot_stuff(raw, crlf_only=crlf_only) + nxt)
-                final = await self._reply()
-                results.append(TransactionResult(mail, rcpts, data, final))
-        except PipelineBroken as exc:
+            self._transport.write(_envelope(messages[0][0], messages[0][1]))
+            driver.advance()  # replies buffered before the batch (none, normally)
+            await driver.done
+        finally:
+            p.driver = None
+            if driver.watch is not None:
+                driver.watch.cancel()
+        if driver.broken:
             # replies may now be out of step with commands: this session is finished
             self.close()
-            # the transaction being answered is the one that failed (it may even have
-            # arrived): a delivery attempt; those after it never started
-            results.append(exc)
-            results += [NotSent()] * (len(messages) - len(results))
-        finally:
-            if self._watch is not None:
-                self._watch.cancel()
-                self._watch = None
-            self._protocol.waiting_since = None
-        return results
+        return driver.results
 
     async def quit(self) -> None:
         try:
-            self._write(b"QUIT\r\n")
-            await asyncio.wait_for(self._reply(), 2)
+            if self.is_connected:
+                self._transport.write(b"QUIT\r\n")
+                await asyncio.wait_for(self._reply(), 2)
         except (PipelineBroken, TimeoutError):
             pass
         self.close()
