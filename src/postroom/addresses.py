@@ -65,8 +65,19 @@ def check_hostname(value: str) -> str | None:
     return None
 
 
+# The common case in one match: an ASCII dot-atom, '@', two or more ASCII labels. What it
+# accepts the full check below accepts too; anything else gets that check and its reason.
+_ASCII_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~\-]+"
+_ASCII_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?"
+_PLAIN_ADDR_RE = re.compile(
+    rf"{_ASCII_ATOM}(?:\.{_ASCII_ATOM})*@{_ASCII_LABEL}(?:\.{_ASCII_LABEL})+", re.ASCII
+)
+
+
 def check_addr_spec(value: str) -> str | None:
     """Return a reason when ``value`` is not exactly one ``local@domain`` address."""
+    if len(value) <= 254 and _PLAIN_ADDR_RE.fullmatch(value) and value.index("@") <= 64:
+        return None
     if not value:
         return "must not be empty"
     if _CONTROL_OR_SPACE_RE.search(value):

@@ -119,6 +119,33 @@ def test_attempt_rows_are_stored_as_sqlalchemy_stores_them(app: Postroom) -> Non
     assert app.outbox.get(id).history[0].recipient_results == results
 
 
+def test_a_plain_250_batch_is_stored_as_sqlalchemy_stores_it(app: Postroom) -> None:
+    """On SQLite the plain-250 batch is marked sent by a driver-level statement; the rows
+    must hold exactly what the general path (SQLAlchemy, used on PostgreSQL and after a
+    lost lease) writes."""
+    from postroom.outbox.queue import Delivery
+    from postroom.smtp.replies import Outcome
+
+    sink_profile(app, 1)
+    ids = [app.send(msg(), profile="sink") for _ in range(2)]
+    queue = app.outbox.queue
+    claims = queue.claim("w", limit=2, lease_s=60)
+    now = datetime(2026, 11, 23, 10, 0, 0, 654321, tzinfo=UTC)
+    with app.sessions() as s:
+        for counted, c in zip((True, False), claims, strict=True):
+            d = Delivery(c, Outcome.SENT, 250, "250 ok", "w")
+            assert queue._record(s, [d], now, counted=counted) == []
+        s.commit()
+    with app.engine.connect() as conn:
+        rows = conn.execute(
+            text("SELECT status, sent_at, last_error, lease_owner, lease_until, last_code,"
+                 " recipient_results, attempts FROM outbox_messages ORDER BY id")
+        ).all()  # fmt: skip
+    assert len(rows) == 2 and tuple(rows[0]) == tuple(rows[1])
+    assert [app.outbox.get(i).sent_at for i in ids] == [now, now]
+    assert [app.outbox.get(i).status for i in ids] == ["sent", "sent"]
+
+
 def test_claims_take_expired_leases_then_priority_then_due_time(app: Postroom) -> None:
     sink_profile(app, 1)
     queue = app.outbox.queue

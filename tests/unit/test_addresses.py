@@ -57,3 +57,35 @@ def test_hostnames(good: str) -> None:
 @pytest.mark.parametrize("bad", ["", "a b", "a\r\nb", "-bad.example", "a..b", "x" * 254, "::zz"])
 def test_bad_hostnames(bad: str) -> None:
     assert check_hostname(bad) is not None
+
+
+EDGES = [
+    "a@b.c", "a@b", "a..b@c.d", ".a@b.c", "a.@b.c", "a@-b.c", "a@b-.c", "a@b..c", "a@b.c.",
+    "a@" + "b" * 63 + ".c", "a@" + "b" * 64 + ".c", "x" * 64 + "@b.c", "x" * 65 + "@b.c",
+    "a@" + ".".join(["b" * 60] * 4) + ".cc", "a@[1.2.3.4]", "é@b.c", "a@b.c\n", "a@b.c ",
+    "a b@c.d", "a@b@c.d", "{}~|@x-y.z0", "a@b_c.d",
+]  # fmt: skip
+
+
+def test_the_fast_address_check_agrees_with_the_full_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The one-regex path for plain ASCII addresses must accept nothing the full check
+    refuses, and refuse with the full check's reason."""
+    import random
+    import re
+
+    from postroom import addresses
+
+    rng = random.Random(7)
+    alphabet = "abcdeAB019.-@_+!é \n\t[]:\x00"
+
+    def part(k: int) -> str:
+        return "".join(rng.choices(alphabet, k=rng.randint(0, k)))
+
+    # noise, and address-shaped strings with noise in their parts
+    cases = EDGES + [part(14) for _ in range(10000)]
+    cases += [f"{part(5)}x{part(3)}@{part(4)}y.{part(3)}z" for _ in range(10000)]
+    fast = [addresses.check_addr_spec(v) for v in cases]
+    monkeypatch.setattr(addresses, "_PLAIN_ADDR_RE", re.compile(r"(?!)"))  # never matches
+    full = [addresses.check_addr_spec(v) for v in cases]
+    assert fast == full
+    assert sum(r is None for r in full) > 100  # plenty of valid ones among them

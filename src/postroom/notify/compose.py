@@ -100,6 +100,13 @@ class Attachment(BaseModel):
         return v
 
 
+def _utf8_size(text: str | None) -> int:
+    """Bytes of ``text`` in UTF-8, without encoding it when it is ASCII (told at once)."""
+    if text is None:
+        return 0
+    return len(text) if text.isascii() else len(text.encode())
+
+
 class OutgoingMessage(BaseModel):
     """What a process asks postroom to send."""
 
@@ -150,7 +157,7 @@ class OutgoingMessage(BaseModel):
             raise ValueError("to: needs at least one recipient (to, cc or bcc)")
         if self.text is None and self.html is None:
             raise ValueError("text: give a text or an html body (or both)")
-        size = len((self.text or "").encode()) + len((self.html or "").encode())
+        size = _utf8_size(self.text) + _utf8_size(self.html)
         size += sum(len(a.content) for a in self.attachments)
         if size > MAX_BODY_BYTES:
             raise ValueError(f"text: the message is larger than {MAX_BODY_BYTES // 2**20} MiB")

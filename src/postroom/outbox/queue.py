@@ -236,6 +236,22 @@ def _lease_sqlite(
     )  # fmt: skip
 
 
+def _sent_sqlite(s: Session, ids: builtins.list[int], token: str, now: datetime) -> int:
+    """Mark ``ids`` sent where ``token`` still owns them, in one driver-level statement that
+    returns nothing; returns how many it marked. SQLAlchemy's expanding ``IN`` cost more
+    per message than SQLite's own work (docs/decisions/0007)."""
+    conn = s.connection()
+    when = _bind(_M.sent_at, conn.dialect)
+    no_results = _bind(_M.recipient_results, conn.dialect)(None)  # as SQLAlchemy stores it
+    result = conn.exec_driver_sql(
+        "UPDATE outbox_messages SET status = ?, sent_at = ?, last_error = NULL,"
+        " lease_owner = NULL, lease_until = NULL, last_code = 250, recipient_results = ?"
+        f" WHERE id IN ({_marks(len(ids))}) AND lease_owner = ? AND status = ?",
+        (OutboxStatus.SENT.value, when(now), no_results, *ids, token, OutboxStatus.SENDING.value),
+    )
+    return int(result.rowcount)
+
+
 # Each row sqlite3 steps through gives up Python's lock and takes it back; with delivery
 # busy on the event loop's thread that handover cost more than reading the row. So a
 # claim's reads return one row each, aggregated by SQLite (docs/decisions/0006).
@@ -642,7 +658,11 @@ class OutboxQueue:
                 )
             )  # fmt: skip
             if counted:
-                if s.execute(statement).rowcount != len(ids):  # type: ignore[attr-defined]
+                if s.get_bind().dialect.name == "sqlite":
+                    marked = _sent_sqlite(s, ids, token, now)
+                else:
+                    marked = s.execute(statement).rowcount  # type: ignore[attr-defined]
+                if marked != len(ids):
                     return None
                 continue
             done = set(s.scalars(statement.returning(_M.id)))
