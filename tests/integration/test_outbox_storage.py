@@ -64,6 +64,21 @@ def test_the_fast_path_stores_what_sqlalchemy_stores(app: Postroom) -> None:
     assert {c.id: c.raw for c in claims}[fast[1]] == b"Subject: x\r\n\r\nbody\r\n"
 
 
+@pytest.mark.parametrize(
+    "addresses",
+    [[], ["a@x.test"], ["a@x.test", "b+tag@y.test"], ['"q"@x.test'], ["back\\slash@x.test"],
+     ["ß@x.test"], ["a@x.test", "tab\t@x.test"], ["del\x7f@x.test"], ["a@x.test", "ü@x.test"]],
+)  # fmt: skip
+def test_recipient_lists_are_written_as_json_writes_them(
+    sqlite_app: Postroom, addresses: list[str]
+) -> None:
+    from postroom.db.tables import OutboxMessage
+    from postroom.outbox.queue import _addresses_json, _bind
+
+    process = _bind(OutboxMessage.__table__.c.recipients, sqlite_app.engine.dialect)
+    assert _addresses_json(process)(addresses) == process(addresses)
+
+
 def test_a_large_batch_is_stored_in_order(app: Postroom) -> None:
     sink_profile(app, 1)
     requests = [SendRequest(msg(subject=f"n{i}"), profile="sink") for i in range(2500)]

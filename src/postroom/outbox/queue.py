@@ -191,7 +191,7 @@ def _stage_sqlite(s: Session, items: Sequence[Enqueue]) -> builtins.list[int]:
     conn = s.connection()
     dialect = conn.dialect
     when = _memo(_bind(_M.created_at, dialect))
-    as_json = _bind(_M.recipients, dialect)
+    as_json = _addresses_json(_bind(_M.recipients, dialect))
     now = when(utcnow())
     queued = OutboxStatus.QUEUED.value
     rows = [
@@ -313,6 +313,20 @@ def _bind(column: Any, dialect: Any) -> Any:
     process = column.type.dialect_impl(dialect).bind_processor(dialect)
     assert process is not None, column
     return process
+
+
+def _addresses_json(process: Any) -> Any:
+    """The JSON bind processor for lists of addresses, with the usual case — printable
+    ASCII without quotes or backslashes, which JSON writes as they are — joined directly:
+    the same text ``json.dumps`` makes, at a fraction of its cost."""
+
+    def convert(addresses: builtins.list[str]) -> Any:
+        for a in addresses:
+            if not (a.isascii() and a.isprintable()) or '"' in a or "\\" in a:
+                return process(addresses)
+        return '["' + '", "'.join(addresses) + '"]' if addresses else "[]"
+
+    return convert
 
 
 def _memo(process: Any) -> Any:
@@ -643,8 +657,13 @@ class OutboxQueue:
             else:
                 others.append(d)
         attempts = [d for mine in plain.values() for d in mine]
+        sqlite = s.get_bind().dialect.name == "sqlite"
         for token, mine in plain.items():
             ids = [d.claim.id for d in mine]
+            if counted and sqlite:
+                if _sent_sqlite(s, ids, token, now) != len(ids):
+                    return None
+                continue
             statement = (
                 update(_MESSAGES)
                 .where(
@@ -658,11 +677,7 @@ class OutboxQueue:
                 )
             )  # fmt: skip
             if counted:
-                if s.get_bind().dialect.name == "sqlite":
-                    marked = _sent_sqlite(s, ids, token, now)
-                else:
-                    marked = s.execute(statement).rowcount  # type: ignore[attr-defined]
-                if marked != len(ids):
+                if s.execute(statement).rowcount != len(ids):  # type: ignore[attr-defined]
                     return None
                 continue
             done = set(s.scalars(statement.returning(_M.id)))

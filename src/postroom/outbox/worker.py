@@ -506,15 +506,17 @@ class Worker:
             return self._not_sent(c)
         if isinstance(r, PipelineBroken):
             return self._result(c, Outcome.TRANSIENT, None, str(r))
-        refused = {a: {"code": x.code, "text": x.text} for a, x in r.rcpts.items() if x.code >= 300}
-        if r.accepted and r.final is not None:
-            return self._result(
-                c,
-                Outcome.SENT,
-                r.final.code,
-                r.final.text.splitlines()[0][:500] if r.final.text else "250",
-                refused or None,
+        final = r.final
+        if final is not None and 200 <= final.code < 300:
+            # sent; with one recipient it was accepted (else no body is sent)
+            refused = (
+                {a: {"code": x.code, "text": x.text} for a, x in r.rcpts.items() if x.code >= 300}
+                if len(r.rcpts) > 1
+                else None
             )
+            text = final.text.partition("\n")[0][:500] or str(final.code)
+            return Delivery(c, Outcome.SENT, final.code, text, self.name, 0.0, refused or None)
+        refused = {a: {"code": x.code, "text": x.text} for a, x in r.rcpts.items() if x.code >= 300}
         if r.mail.code >= 300:
             return self._result(
                 c,

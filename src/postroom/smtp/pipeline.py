@@ -200,7 +200,10 @@ class _Driver:
             if self.stage == _ENVELOPE:
                 recipients = self.messages[self.index][1]
                 self.mail = replies.popleft()
-                self.rcpts = {r: replies.popleft() for r in recipients}
+                if len(recipients) == 1:  # most notifications: no comprehension's frame
+                    self.rcpts = {recipients[0]: replies.popleft()}
+                else:
+                    self.rcpts = {r: replies.popleft() for r in recipients}
                 self.data = replies.popleft()
                 if self.data.code != 354:
                     self.transport.write(b"RSET\r\n" + self._next_envelope())
