@@ -1,6 +1,7 @@
-"""The worker overlaps database work with delivery: it claims the next batch while one
-is on the wire and writes outcomes in the background (docs/decisions/0004). What it
-holds ahead must stay leased while it works, and go back to the queue when it stops."""
+"""The worker overlaps database work with delivery: while one batch is on the wire it
+writes the previous batch's outcomes and claims the next (docs/decisions/0004, 0007).
+What it holds ahead must stay leased while it works, and go back to the queue when it
+stops."""
 
 from __future__ import annotations
 
