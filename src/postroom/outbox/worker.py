@@ -81,6 +81,11 @@ class _ProfileState:
     last_code: int | None = None
 
 
+def _refused(r: TransactionResult) -> dict[str, dict[str, object]]:
+    """The recipients the server refused, with its reply to each."""
+    return {a: {"code": x.code, "text": x.text} for a, x in r.rcpts.items() if x.code >= 300}
+
+
 class Worker:
     """Delivers the outbox. ``await run()``; call :meth:`stop` (or SIGTERM in the CLI) to end."""
 
@@ -508,15 +513,11 @@ class Worker:
             return self._result(c, Outcome.TRANSIENT, None, str(r))
         final = r.final
         if final is not None and 200 <= final.code < 300:
-            # sent; with one recipient it was accepted (else no body is sent)
-            refused = (
-                {a: {"code": x.code, "text": x.text} for a, x in r.rcpts.items() if x.code >= 300}
-                if len(r.rcpts) > 1
-                else None
-            )
+            # sent; a single recipient was accepted, or no body would have been sent
+            refused = _refused(r) if len(r.rcpts) > 1 else {}
             text = final.text.partition("\n")[0][:500] or str(final.code)
             return Delivery(c, Outcome.SENT, final.code, text, self.name, 0.0, refused or None)
-        refused = {a: {"code": x.code, "text": x.text} for a, x in r.rcpts.items() if x.code >= 300}
+        refused = _refused(r)
         if r.mail.code >= 300:
             return self._result(
                 c,
