@@ -107,3 +107,26 @@ def test_a_bare_newline_that_got_through_is_refused_at_the_last_check() -> None:
 
     with pytest.raises(ValueError, match="bare CR or LF"):
         mime.render(["Subject: a\nb"], "text", None, [])
+
+
+def test_date_and_from_headers_stay_right_while_reused() -> None:
+    """The Date value is formatted once a second and each sender's From header once:
+    every message still carries the current second and its own sender."""
+    import time
+    from email.utils import parsedate_to_datetime
+
+    other = SenderSettings(from_address="zoe@postroom.test", from_name="Zoë Ops")
+    seen = []
+    for sender in (SENDER, other, SENDER):
+        before = time.time()
+        raw = compose(OutgoingMessage(to=["bob@postroom.test"], text="x"), sender=sender).raw
+        m = email.message_from_bytes(raw, policy=policy.default)
+        sent = parsedate_to_datetime(str(m["Date"]))
+        assert str(m["Date"]).endswith("+0000")
+        assert int(before) <= sent.timestamp() <= time.time()
+        seen.append(m["From"].addresses[0])
+    assert [(a.display_name, a.addr_spec) for a in seen] == [
+        ('Robot, the "QA" bot', "robot@postroom.test"),
+        ("Zoë Ops", "zoe@postroom.test"),
+        ('Robot, the "QA" bot', "robot@postroom.test"),
+    ]

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import base64
 import re
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import format_datetime, make_msgid
 from enum import StrEnum
+from functools import lru_cache
 from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
@@ -183,11 +185,16 @@ def _date(now: datetime | None) -> str:
     global _date_cache
     if now is not None:
         return format_datetime(now)
-    current = datetime.now(UTC)
-    second = int(current.timestamp())
+    second = int(time.time())
     if _date_cache[0] != second:
-        _date_cache = (second, format_datetime(current.replace(microsecond=0)))
+        _date_cache = (second, format_datetime(datetime.fromtimestamp(second, UTC)))
     return _date_cache[1]
+
+
+@lru_cache(maxsize=64)
+def _from_header(name: str, address: str) -> str:
+    """The From header of a profile's sender: the same for every message it sends."""
+    return address_header("From", [(name, address)])
 
 
 def compose(
@@ -196,7 +203,7 @@ def compose(
     """The message as bytes with CRLF line endings, its Message-ID, envelope sender and recipients."""
     local, domain = sender.from_address.rsplit("@", 1)
     message_id = make_msgid(domain=domain)
-    headers = [address_header("From", [(sender.from_name or "", sender.from_address)])]
+    headers = [_from_header(sender.from_name or "", sender.from_address)]
     if message.to:
         headers.append(address_header("To", [parse_mailbox(a) for a in message.to]))
     if message.cc:
