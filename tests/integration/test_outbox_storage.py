@@ -314,6 +314,80 @@ def test_migration_0010_swaps_the_status_index_and_keeps_the_queue(
             admin.dispose()
 
 
+@pytest.mark.parametrize("db", ["sqlite", "postgresql"])
+def test_migration_0011_rewrites_the_partial_index_conditions_and_keeps_the_queue(
+    db: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """The conditions become OR-ed comparisons (cheaper for SQLite to evaluate at every
+    status change, docs/decisions/0007); the queries still use the indexes; and back."""
+    from alembic import command
+
+    from postroom.db.engine import _alembic_config, make_engine, upgrade
+    from postroom.db.tables import ATTENTION_CONDITION, READY_CONDITION
+
+    url = f"sqlite:///{tmp_path / 'm.db'}"
+    schema = f"postroom_mig_{uuid.uuid4().hex[:10]}"
+    admin = None
+    if db == "postgresql":
+        request.getfixturevalue("pg_schema_url")  # PostgreSQL is there (or the test fails/skips)
+        admin = create_engine(PG_URL)
+        with admin.begin() as conn:
+            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+        url = f"{PG_URL}{'&' if '?' in PG_URL else '?'}options=-csearch_path%3D{schema}"
+    engine = make_engine(url)
+
+    def conditions() -> str:
+        with engine.connect() as conn:
+            if db == "sqlite":
+                sql = "SELECT group_concat(sql, ' | ') FROM sqlite_master WHERE name IN"
+                sql += " ('ix_outbox_ready', 'ix_outbox_attention')"
+            else:
+                sql = "SELECT string_agg(indexdef, ' | ') FROM pg_indexes WHERE indexname IN"
+                sql += " ('ix_outbox_ready', 'ix_outbox_attention')"
+                sql += " AND schemaname = current_schema()"
+            return str(conn.execute(text(sql)).scalar())
+
+    try:
+        before = "0010_outbox_status_indexes"
+        upgrade(engine, before)
+        assert "IN (" in conditions().replace("= ANY (", "IN (")
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO outbox_messages (profile_name, status, priority, created_at,"
+                    " due_at, deadline_at, attempts, message_id, subject, envelope_from,"
+                    " recipients) VALUES ('p', 'retrying', 0, :t, :t, :t, 1, '<m@x>', 's',"
+                    " 'a@x.test', '[]')"
+                ),
+                {"t": datetime(2026, 11, 23, tzinfo=UTC)},
+            )
+        upgrade(engine)
+        after = conditions()
+        assert "IN (" not in after and "ANY" not in after
+        assert after.count("'retrying'") == 2 and "'cancelled'" in after
+        with engine.connect() as conn:
+            for condition in (READY_CONDITION, ATTENTION_CONDITION):  # the row is in both
+                found = f"SELECT count(*) FROM outbox_messages WHERE {condition}"
+                assert conn.execute(text(found)).scalar() == 1
+            if db == "sqlite":
+                plan = " | ".join(
+                    str(r[-1])
+                    for r in conn.exec_driver_sql(
+                        "EXPLAIN QUERY PLAN SELECT id FROM outbox_messages"
+                        f" WHERE {ATTENTION_CONDITION} AND status = 'retrying'"
+                    )
+                )
+                assert "ix_outbox_attention" in plan
+        command.downgrade(_alembic_config(engine), before)
+        assert "IN (" in conditions().replace("= ANY (", "IN (")
+    finally:
+        engine.dispose()
+        if admin is not None:
+            with admin.begin() as conn:
+                conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+            admin.dispose()
+
+
 @pytest.mark.parametrize("per_read", [1, 3000, 32 * 2**20])
 def test_claimed_bodies_come_back_byte_for_byte_however_they_are_chunked(
     app: Postroom, monkeypatch: pytest.MonkeyPatch, per_read: int

@@ -153,10 +153,18 @@ class Admin(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
-READY_CONDITION = "status IN ('queued', 'retrying')"  # outbox.schemas.DUE_STATES
+def _status_is_any_of(states: tuple[str, ...]) -> str:
+    """A partial index's condition, and the queries' that must match it word for word.
+    OR-ed comparisons rather than ``IN (…)``: SQLite evaluates the condition at every
+    update of ``status`` and builds a temporary b-tree for an ``IN`` list each time
+    (docs/decisions/0007; migration 0011)."""
+    return "(" + " OR ".join(f"status = '{s}'" for s in states) + ")"
+
+
+READY_CONDITION = _status_is_any_of(("queued", "retrying"))  # outbox.schemas.DUE_STATES
 # the states that need someone's attention: rare, so a partial index of them stays small
 ATTENTION_STATES = ("retrying", "failed", "bounced", "cancelled")
-ATTENTION_CONDITION = f"status IN ({', '.join(repr(s) for s in ATTENTION_STATES)})"
+ATTENTION_CONDITION = _status_is_any_of(ATTENTION_STATES)
 
 
 class OutboxMessage(Base):
