@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import Engine, create_engine, text
 
 from postroom import Postroom
 from postroom.outbox.queue import Enqueue, _stage_core, stage
@@ -252,15 +253,13 @@ def test_an_existing_4_kib_database_keeps_its_pages_and_checkpoints_by_size(
         app.close()
 
 
-@pytest.mark.parametrize("db", ["sqlite", "postgresql"])
-def test_migration_0010_swaps_the_status_index_and_keeps_the_queue(
-    db: str, tmp_path: Path, request: pytest.FixtureRequest
-) -> None:
-    from alembic import command
-    from sqlalchemy import inspect
+@pytest.fixture(params=["sqlite", "postgresql"])
+def migrated(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, Engine]]:
+    """An empty database to migrate step by step: a SQLite file, or a PostgreSQL schema
+    of its own (dropped afterwards). Yields the backend's name and an engine."""
+    from postroom.db.engine import make_engine
 
-    from postroom.db.engine import _alembic_config, make_engine, upgrade
-
+    db: str = request.param
     url = f"sqlite:///{tmp_path / 'm.db'}"
     schema = f"postroom_mig_{uuid.uuid4().hex[:10]}"
     admin = None
@@ -272,40 +271,7 @@ def test_migration_0010_swaps_the_status_index_and_keeps_the_queue(
         url = f"{PG_URL}{'&' if '?' in PG_URL else '?'}options=-csearch_path%3D{schema}"
     engine = make_engine(url)
     try:
-        before = "0009_outbox_ready_index"
-        upgrade(engine, before)
-
-        def indexes() -> set[str]:
-            return {i["name"] for i in inspect(engine).get_indexes("outbox_messages")}  # type: ignore[misc]
-
-        def ready_columns() -> list[str]:
-            (ready,) = [
-                i
-                for i in inspect(engine).get_indexes("outbox_messages")
-                if i["name"] == "ix_outbox_ready"
-            ]
-            return [str(c) for c in ready["column_names"] or ready.get("expressions", [])]
-
-        assert "ix_outbox_due" in indexes() and "ix_outbox_attention" not in indexes()
-        assert ready_columns() == ["priority", "due_at"]
-        with engine.begin() as conn:
-            conn.execute(
-                text(
-                    "INSERT INTO outbox_messages (profile_name, status, priority, created_at,"
-                    " due_at, deadline_at, attempts, message_id, subject, envelope_from,"
-                    " recipients) VALUES ('p', 'failed', 0, :t, :t, :t, 1, '<m@x>', 's',"
-                    " 'a@x.test', '[]')"
-                ),
-                {"t": datetime(2026, 11, 23, tzinfo=UTC)},
-            )
-        upgrade(engine)
-        assert "ix_outbox_due" not in indexes() and "ix_outbox_attention" in indexes()
-        assert ready_columns() == ["priority", "due_at", "profile_id", "status"]
-        with engine.connect() as conn:
-            assert conn.execute(text("SELECT status FROM outbox_messages")).scalar() == "failed"
-        command.downgrade(_alembic_config(engine), before)
-        assert "ix_outbox_due" in indexes() and "ix_outbox_attention" not in indexes()
-        assert ready_columns() == ["priority", "due_at"]
+        yield db, engine
     finally:
         engine.dispose()
         if admin is not None:
@@ -314,27 +280,67 @@ def test_migration_0010_swaps_the_status_index_and_keeps_the_queue(
             admin.dispose()
 
 
-@pytest.mark.parametrize("db", ["sqlite", "postgresql"])
+def store_message(engine: Engine, status: str) -> None:
+    """One outbox message in ``status``, written with plain SQL (any schema version)."""
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO outbox_messages (profile_name, status, priority, created_at,"
+                " due_at, deadline_at, attempts, message_id, subject, envelope_from,"
+                " recipients) VALUES ('p', :status, 0, :t, :t, :t, 1, '<m@x>', 's',"
+                " 'a@x.test', '[]')"
+            ),
+            {"status": status, "t": datetime(2026, 11, 23, tzinfo=UTC)},
+        )
+
+
+def test_migration_0010_swaps_the_status_index_and_keeps_the_queue(
+    migrated: tuple[str, Engine],
+) -> None:
+    from alembic import command
+    from sqlalchemy import inspect
+
+    from postroom.db.engine import _alembic_config, upgrade
+
+    _, engine = migrated
+    before = "0009_outbox_ready_index"
+    upgrade(engine, before)
+
+    def indexes() -> set[str]:
+        return {i["name"] for i in inspect(engine).get_indexes("outbox_messages")}  # type: ignore[misc]
+
+    def ready_columns() -> list[str]:
+        (ready,) = [
+            i
+            for i in inspect(engine).get_indexes("outbox_messages")
+            if i["name"] == "ix_outbox_ready"
+        ]
+        return [str(c) for c in ready["column_names"] or ready.get("expressions", [])]
+
+    assert "ix_outbox_due" in indexes() and "ix_outbox_attention" not in indexes()
+    assert ready_columns() == ["priority", "due_at"]
+    store_message(engine, "failed")
+    upgrade(engine)
+    assert "ix_outbox_due" not in indexes() and "ix_outbox_attention" in indexes()
+    assert ready_columns() == ["priority", "due_at", "profile_id", "status"]
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT status FROM outbox_messages")).scalar() == "failed"
+    command.downgrade(_alembic_config(engine), before)
+    assert "ix_outbox_due" in indexes() and "ix_outbox_attention" not in indexes()
+    assert ready_columns() == ["priority", "due_at"]
+
+
 def test_migration_0011_rewrites_the_partial_index_conditions_and_keeps_the_queue(
-    db: str, tmp_path: Path, request: pytest.FixtureRequest
+    migrated: tuple[str, Engine],
 ) -> None:
     """The conditions become OR-ed comparisons (cheaper for SQLite to evaluate at every
     status change, docs/decisions/0007); the queries still use the indexes; and back."""
     from alembic import command
 
-    from postroom.db.engine import _alembic_config, make_engine, upgrade
+    from postroom.db.engine import _alembic_config, upgrade
     from postroom.db.tables import ATTENTION_CONDITION, READY_CONDITION
 
-    url = f"sqlite:///{tmp_path / 'm.db'}"
-    schema = f"postroom_mig_{uuid.uuid4().hex[:10]}"
-    admin = None
-    if db == "postgresql":
-        request.getfixturevalue("pg_schema_url")  # PostgreSQL is there (or the test fails/skips)
-        admin = create_engine(PG_URL)
-        with admin.begin() as conn:
-            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-        url = f"{PG_URL}{'&' if '?' in PG_URL else '?'}options=-csearch_path%3D{schema}"
-    engine = make_engine(url)
+    db, engine = migrated
 
     def conditions() -> str:
         with engine.connect() as conn:
@@ -347,45 +353,29 @@ def test_migration_0011_rewrites_the_partial_index_conditions_and_keeps_the_queu
                 sql += " AND schemaname = current_schema()"
             return str(conn.execute(text(sql)).scalar())
 
-    try:
-        before = "0010_outbox_status_indexes"
-        upgrade(engine, before)
-        assert "IN (" in conditions().replace("= ANY (", "IN (")
-        with engine.begin() as conn:
-            conn.execute(
-                text(
-                    "INSERT INTO outbox_messages (profile_name, status, priority, created_at,"
-                    " due_at, deadline_at, attempts, message_id, subject, envelope_from,"
-                    " recipients) VALUES ('p', 'retrying', 0, :t, :t, :t, 1, '<m@x>', 's',"
-                    " 'a@x.test', '[]')"
-                ),
-                {"t": datetime(2026, 11, 23, tzinfo=UTC)},
-            )
-        upgrade(engine)
-        after = conditions()
-        assert "IN (" not in after and "ANY" not in after
-        assert after.count("'retrying'") == 2 and "'cancelled'" in after
-        with engine.connect() as conn:
-            for condition in (READY_CONDITION, ATTENTION_CONDITION):  # the row is in both
-                found = f"SELECT count(*) FROM outbox_messages WHERE {condition}"
-                assert conn.execute(text(found)).scalar() == 1
-            if db == "sqlite":
-                plan = " | ".join(
-                    str(r[-1])
-                    for r in conn.exec_driver_sql(
-                        "EXPLAIN QUERY PLAN SELECT id FROM outbox_messages"
-                        f" WHERE {ATTENTION_CONDITION} AND status = 'retrying'"
-                    )
+    before = "0010_outbox_status_indexes"
+    upgrade(engine, before)
+    assert "IN (" in conditions().replace("= ANY (", "IN (")
+    store_message(engine, "retrying")
+    upgrade(engine)
+    after = conditions()
+    assert "IN (" not in after and "ANY" not in after
+    assert after.count("'retrying'") == 2 and "'cancelled'" in after
+    with engine.connect() as conn:
+        for condition in (READY_CONDITION, ATTENTION_CONDITION):  # the row is in both
+            found = f"SELECT count(*) FROM outbox_messages WHERE {condition}"
+            assert conn.execute(text(found)).scalar() == 1
+        if db == "sqlite":
+            plan = " | ".join(
+                str(r[-1])
+                for r in conn.exec_driver_sql(
+                    "EXPLAIN QUERY PLAN SELECT id FROM outbox_messages"
+                    f" WHERE {ATTENTION_CONDITION} AND status = 'retrying'"
                 )
-                assert "ix_outbox_attention" in plan
-        command.downgrade(_alembic_config(engine), before)
-        assert "IN (" in conditions().replace("= ANY (", "IN (")
-    finally:
-        engine.dispose()
-        if admin is not None:
-            with admin.begin() as conn:
-                conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-            admin.dispose()
+            )
+            assert "ix_outbox_attention" in plan
+    command.downgrade(_alembic_config(engine), before)
+    assert "IN (" in conditions().replace("= ANY (", "IN (")
 
 
 @pytest.mark.parametrize("per_read", [1, 3000, 32 * 2**20])

@@ -427,7 +427,7 @@ class OutboxQueue:
     def claim(self, worker: str, *, limit: int, lease_s: float) -> builtins.list[Claim]:
         """Take up to ``limit`` due messages of enabled profiles (and expired leases)."""
         with self._sessions() as s:
-            return self._claim(s, worker, limit=limit, lease_s=lease_s)
+            return self._claims(s, *self._lease(s, worker, limit=limit, lease_s=lease_s))
 
     def complete_and_claim(
         self, deliveries: Sequence[Delivery], worker: str, *, limit: int, lease_s: float
@@ -452,11 +452,6 @@ class OutboxQueue:
                     type(exc.orig).__name__,
                 )
                 return refused, []
-
-    def _claim(
-        self, s: Session, worker: str, *, limit: int, lease_s: float
-    ) -> builtins.list[Claim]:
-        return self._claims(s, *self._lease(s, worker, limit=limit, lease_s=lease_s))
 
     def _lease(
         self, s: Session, worker: str, *, limit: int, lease_s: float

@@ -182,10 +182,13 @@ class _Driver:
         self.watch: asyncio.TimerHandle | None = None
         self.results: list[TransactionResult | PipelineBroken] = []
         self.index = 0
-        self.stage = _ENVELOPE
-        self.need = len(messages[0][1]) + 2  # MAIL, one per RCPT, DATA: sent in one write
+        self._expect_envelope()
         self.mail = self.data = Reply(0, "")
         self.rcpts: dict[str, Reply] = {}
+
+    def _expect_envelope(self) -> None:
+        """Wait for the current transaction's MAIL, RCPT and DATA replies (one write)."""
+        self.stage, self.need = _ENVELOPE, len(self.messages[self.index][1]) + 2
 
     def _next_envelope(self) -> bytes:
         k = self.index + 1
@@ -230,7 +233,7 @@ class _Driver:
             if self.index == len(self.messages):
                 self.done.set_result(None)
                 return
-            self.stage, self.need = _ENVELOPE, len(self.messages[self.index][1]) + 2
+            self._expect_envelope()
 
     def fail(self, exc: BaseException) -> None:
         """The connection failed: the transaction being answered gets ``exc`` (it may even
