@@ -22,7 +22,7 @@ run: $(STAMP)
 test: system-deps $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-## Debian packages for the real mail servers (Postfix, Dovecot); needs root
+## Debian packages for the real mail servers (Postfix, Dovecot, Exim, Cyrus IMAP); needs root
 system-deps:
 	bash scripts/install-system-deps.sh
 

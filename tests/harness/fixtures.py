@@ -7,6 +7,11 @@ Fixtures (session scope):
 * ``harness_certs`` -- :class:`~tests.harness.certs.HarnessCerts` (CA + good/bad server certs);
 * ``mail_servers`` -- a started :class:`~tests.harness.mailservers.MailServers`, whose Dovecot
   (and Postfix, through it) also accepts OAuth2 bearer tokens issued by ``oauth2_server``;
+* ``cyrus`` -- a started :class:`~tests.harness.cyrus.CyrusServer` (Cyrus IMAP, from the
+  unpacked Debian package);
+* ``exim`` -- a started :class:`~tests.harness.exim.EximServer` (Exim, from the unpacked
+  Debian package) that delivers alice's and bob's mail over LMTP into ``cyrus``, and every
+  other local mailbox (e.g. the UTF-8 one) into a Maildir of its own;
 * ``oauth2_port`` -- the loopback port reserved for the local authorization server;
 * ``oauth2_server`` -- a started :class:`~tests.harness.oauth2server.LocalAuthServer` (Authlib)
   on ``oauth2_port``. Tests reset its knobs (``rotation``, ``access_lifetime``…) themselves.
@@ -28,6 +33,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from . import cyrus as cyrus_harness
+from . import exim as exim_harness
 from .certs import HarnessCerts, generate_certs
 from .mailservers import HarnessUnavailable, MailServers, check_available, introspection_url
 
@@ -44,6 +51,18 @@ def _flag(name: str) -> bool:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "mailservers: needs the real Postfix + Dovecot harness")
+    config.addinivalue_line("markers", "exim: needs the real Exim + Cyrus IMAP harness")
+
+
+def _unavailable(exc: HarnessUnavailable, what: str) -> None:
+    """Fail under POSTROOM_REQUIRE_SERVICES=1 (CI), skip otherwise."""
+    if _flag(REQUIRE_ENV):
+        pytest.fail(
+            f"{REQUIRE_ENV}=1 but {what} is unavailable: {exc.reason}. "
+            "`make test` installs it (scripts/install-system-deps.sh, as root).",
+            pytrace=False,
+        )
+    pytest.skip(f"{what} unavailable: {exc.reason} (`make test` installs it)")
 
 
 def _keep_files(request: pytest.FixtureRequest) -> bool:
@@ -113,3 +132,45 @@ def mail_servers(
                 )
         else:
             servers.cleanup()
+
+
+@pytest.fixture(scope="session")
+def cyrus(
+    request: pytest.FixtureRequest, harness_certs: HarnessCerts
+) -> Iterator[cyrus_harness.CyrusServer]:
+    try:
+        cyrus_harness.check_available()
+    except HarnessUnavailable as exc:
+        _unavailable(exc, "Cyrus IMAP")
+    server = cyrus_harness.CyrusServer(certs=harness_certs).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        if not _keep_files(request):
+            server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def exim(
+    request: pytest.FixtureRequest, harness_certs: HarnessCerts, cyrus: cyrus_harness.CyrusServer
+) -> Iterator[exim_harness.EximServer]:
+    try:
+        exim_harness.check_available()
+    except HarnessUnavailable as exc:
+        _unavailable(exc, "Exim")
+    server = exim_harness.EximServer(
+        certs=harness_certs, lmtp_socket=cyrus.lmtp_socket, lmtp_users=tuple(cyrus.users)
+    ).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        if _keep_files(request):
+            reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+            if reporter is not None:
+                reporter.write_line(
+                    f"Exim files (logs, spool, Maildirs) kept in {server.directory}"
+                )
+        else:
+            server.cleanup()
