@@ -40,10 +40,21 @@ _RESERVED_HEADERS = frozenset(
     h.lower()
     for h in (
         "From", "To", "Cc", "Bcc", "Subject", "Date", "Message-ID", "Reply-To", "Sender",
-        "Return-Path", "Received", "MIME-Version", "Content-Type", "Content-Transfer-Encoding",
+        "MIME-Version", "Content-Type", "Content-Transfer-Encoding",
         "Content-Disposition", "Importance", "X-Priority",
     )
 )  # fmt: skip
+# Trace and authentication headers record what mail servers saw and checked (RFC 5321
+# section 4.4, RFC 5322 section 3.6.6, RFC 8601, RFC 6376, RFC 8617). A sender who sets them
+# can make a message look relayed, resent or authenticated by someone else, and filters
+# downstream may believe them.
+_SERVER_HEADERS = frozenset(
+    (
+        "return-path", "received", "received-spf", "authentication-results",
+        "dkim-signature", "arc-seal", "arc-message-signature", "arc-authentication-results",
+    )
+)  # fmt: skip
+_SERVER_HEADER_PREFIXES = ("resent-",)
 
 
 _RANKS = {"high": 10, "normal": 0, "low": -10}
@@ -146,7 +157,14 @@ class OutgoingMessage(BaseModel):
         for name, value in v.items():
             if not _HEADER_NAME.match(name):
                 raise ValueError(f"'{name}' is not a valid header name")
-            if name.lower() in _RESERVED_HEADERS:
+            lower = name.lower()
+            if lower in _SERVER_HEADERS or lower.startswith(_SERVER_HEADER_PREFIXES):
+                raise ValueError(
+                    f"'{name}' is a trace or authentication header, which only mail servers "
+                    "add (Received, Return-Path, Resent-*, Authentication-Results, "
+                    "DKIM-Signature, ARC-*); remove it"
+                )
+            if lower in _RESERVED_HEADERS:
                 raise ValueError(f"'{name}' is set by postroom; use the message's own field")
             reason = check_single_line(value)
             if reason:

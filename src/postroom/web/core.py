@@ -22,6 +22,7 @@ from fastapi.routing import APIRoute
 from postroom.accounts import AdminRole
 from postroom.app import Postroom
 from postroom.errors import Conflict, NotFound, PermissionDenied, PostroomError, ValidationError
+from postroom.web.headers import apply_security_headers
 from postroom.web.render import Templates
 from postroom.web.security import (
     SESSION_COOKIE,
@@ -51,10 +52,6 @@ __all__ = [
 ]
 
 FLASH_COOKIE = "postroom_flash"
-_CSP = (
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'"
-)
 
 
 class WebError(Exception):
@@ -230,12 +227,7 @@ class WebState:
             )
         elif getattr(request.state, "flash_clear", False):
             response.delete_cookie(FLASH_COOKIE, httponly=True, samesite="lax", secure=secure)
-        headers = response.headers
-        headers.setdefault("Content-Security-Policy", _CSP)
-        headers.setdefault("X-Content-Type-Options", "nosniff")
-        headers.setdefault("Referrer-Policy", "same-origin")
-        headers.setdefault("X-Frame-Options", "DENY")
-        headers.setdefault("Cache-Control", "no-store")
+        apply_security_headers(response.headers)
 
 
 def _log_failure(future: Future[None]) -> None:

@@ -22,6 +22,7 @@ from postroom.errors import PostroomError
 from postroom.oauth2.errors import FlowError, TokenError
 from postroom.oauth2.flows import Connected
 from postroom.oauth2.schemas import Grant, OAuth2ConfigRead, OAuth2Status
+from postroom.web.headers import apply_security_headers
 
 __all__ = ["callback_router", "router"]
 
@@ -201,17 +202,18 @@ callback_router = APIRouter(tags=["oauth2"])
 _PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<meta name="referrer" content="no-referrer"></head>
-<body style="font-family: system-ui, sans-serif; max-width: 40rem; margin: 3rem auto">
-<h1>{title}</h1><p>{text}</p></body></html>
+<meta name="referrer" content="no-referrer">
+<link rel="stylesheet" href="/static/app.css"></head>
+<body><main><h1>{title}</h1><p>{text}</p></main></body></html>
 """
 
 
 def _page(title: str, text: str, status: int) -> HTMLResponse:
     body = _PAGE.format(title=html.escape(title), text=html.escape(text))
     # the URL carried a code: keep it out of caches and referrers
-    headers = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
-    return HTMLResponse(body, status_code=status, headers=headers)
+    response = HTMLResponse(body, status_code=status, headers={"Referrer-Policy": "no-referrer"})
+    apply_security_headers(response.headers)  # the same as every page of the admin UI
+    return response
 
 
 @callback_router.get(
