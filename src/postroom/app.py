@@ -20,8 +20,9 @@ import postroom.actions.tables  # noqa: F401  (tables join the metadata)
 import postroom.inbound.tables  # noqa: F401
 import postroom.notify.tables  # noqa: F401
 from postroom.accounts import Accounts
-from postroom.actions.service import Actions
+from postroom.actions.service import Actions, rotate_action_secrets
 from postroom.actions.tables import ActionKey
+from postroom.actions.webhooks import webhook_policy
 from postroom.addresses import check_addr_spec
 from postroom.audit import AuditLog, record
 from postroom.db.engine import make_engine, make_sessionmaker, upgrade
@@ -95,9 +96,13 @@ class Postroom:
         self.notifications = Notifier(
             sessions, self.outbox, self.templates, public_url=settings.public_url
         )
+        try:
+            hooks_policy = webhook_policy(self.policy, settings.action_webhook_allow)
+        except ValueError as exc:
+            raise ConfigurationError(str(exc)) from None
         self.actions = Actions(
             sessions, box, self.outbox, self.bindings,
-            public_url=settings.public_url, policy=self.policy,
+            public_url=settings.public_url, policy=self.policy, webhook_policy=hooks_policy,
         )  # fmt: skip
         self.inbound = Inbound(sessions, box, self.policy)
         # a reply whose first word is a choice decides an actionable email
@@ -333,6 +338,7 @@ class Postroom:
                     count += 1
             count += rotate_token_secrets(s, box)
             count += rotate_webhook_secrets(s, box)
+            count += rotate_action_secrets(s, box)
             check = s.get(SystemSetting, _KEY_CHECK)
             if check is not None and check.value:
                 check.value = box.rotate(check.value)

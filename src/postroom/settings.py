@@ -25,6 +25,8 @@ class Settings(BaseSettings):
     net_deny: str = ""
     net_allow: str = ""
     net_ports: str = ""
+    #: CIDRs action webhooks may reach although internal (loopback, private); see security.md
+    action_webhook_allow: str = ""
     log_level: str = "info"
     #: days a sent, failed, bounced or cancelled message is kept (with its body and
     #: attempts) before workers delete it; 0 keeps everything

@@ -8,10 +8,8 @@ process by callback, webhook and ``GET /api/v1/actions/{id}``.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import html
-import json
 import logging
 import re
 import secrets
@@ -27,16 +25,18 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from postroom.actions.links import Invalid, LinkClaims, recipient_hash, sign, verify
 from postroom.actions.tables import ActionKey, ActionMessage, ActionRequest
+from postroom.actions.webhooks import check_webhook_url, deliver_decision
 from postroom.addresses import check_single_line, parse_mailbox
 from postroom.db.tables import Profile, utcnow
-from postroom.errors import FieldError, NotFound, ValidationError
+from postroom.errors import FieldError, NotFound, SecretKeyError, ValidationError
+from postroom.inbound.signing import new_secret
 from postroom.net.policy import NetPolicy
 from postroom.outbox.service import Outbox, SendRequest
 from postroom.profiles.bindings import Bindings
 from postroom.profiles.service import name_key
 from postroom.secrets import SecretBox
 
-__all__ = ["ActionRead", "Actions", "LinkCheck"]
+__all__ = ["ActionRead", "Actions", "LinkCheck", "rotate_action_secrets"]
 
 log = logging.getLogger("postroom.actions")
 
@@ -63,6 +63,11 @@ class ActionRead(BaseModel):
     #: the first recipient's link per choice (the whole map is in links_by_recipient)
     links: dict[str, str] = {}
     links_by_recipient: dict[str, dict[str, str]] = {}
+    #: where the decision is POSTed, and how that went (None: not yet, or no webhook)
+    webhook_url: str | None = None
+    webhook_status: str | None = None
+    #: the secret that signs this action's webhook: in the response to create only
+    webhook_secret: str | None = None
 
 
 class LinkCheck(BaseModel):
@@ -84,7 +89,7 @@ def _read(row: ActionRequest) -> ActionRead:
         subject=row.subject, choices=list(row.choices), recipients=list(row.recipients),
         context=dict(row.context or {}), decision=row.decision, decided_by=row.decided_by,
         decided_via=row.decided_via, decided_at=row.decided_at, created_at=row.created_at,
-        expires_at=row.expires_at,
+        expires_at=row.expires_at, webhook_url=row.webhook_url, webhook_status=row.webhook_status,
     )  # fmt: skip
 
 
@@ -98,6 +103,7 @@ class Actions:
         *,
         public_url: str | None,
         policy: NetPolicy,
+        webhook_policy: NetPolicy | None = None,
     ) -> None:
         self._sessions = sessions
         self._box = box
@@ -105,6 +111,10 @@ class Actions:
         self._bindings = bindings
         self._public_url = public_url
         self._policy = policy
+        #: action webhooks are named by callers (sender keys too): a stricter policy
+        self._webhook_policy = webhook_policy or policy
+        #: first wait between webhook attempts (doubles each time); tests shorten it
+        self.webhook_backoff_s = 1.0
         self._callbacks: list[Callable[[ActionRead], None]] = []
 
     # -- keys -------------------------------------------------------------------------------
@@ -183,8 +193,14 @@ class Actions:
             errors.append(FieldError("subject", "must be one line of text"))
         if text is None and html_body is None:
             errors.append(FieldError("text", "give a text or html body"))
-        if webhook_url is not None and not re.match(r"^https?://[^\s/?#]+", webhook_url):
-            errors.append(FieldError("webhook_url", "must be an http(s) URL"))
+        if webhook_url is not None:
+            if not isinstance(webhook_url, str):
+                errors.append(FieldError("webhook_url", "must be an http(s) URL"))
+            else:
+                try:
+                    webhook_url = check_webhook_url(webhook_url, self._webhook_policy)
+                except ValidationError as exc:
+                    errors += exc.errors
         if errors:
             raise ValidationError(errors)
         explanation = self._bindings.explain(process)
@@ -193,6 +209,7 @@ class Actions:
         action_id = f"act_{secrets.token_hex(8)}"
         expires_at = utcnow() + timedelta(seconds=expires_in_s)
         kid, keys = self._keys()
+        webhook_secret = new_secret() if webhook_url else None
         with self._sessions() as s:
             base = self._base_url(s, explanation.profile)
             s.add(
@@ -200,6 +217,7 @@ class Actions:
                     id=action_id, process=process, profile_name=explanation.profile,
                     subject=subject, choices=choices, recipients=addresses,
                     context=context or {}, expires_at=expires_at, webhook_url=webhook_url,
+                    webhook_secret=self._box.encrypt(webhook_secret) if webhook_secret else None,
                 )
             )  # fmt: skip
             s.commit()
@@ -246,6 +264,7 @@ class Actions:
         result = self.get(action_id)
         result.links = links[addresses[0]]
         result.links_by_recipient = links
+        result.webhook_secret = webhook_secret  # shown this once
         return result
 
     # -- reading ----------------------------------------------------------------------------
@@ -379,44 +398,28 @@ class Actions:
             ).start()
 
     def _post_webhook(self, action: ActionRead, url: str) -> None:
-        import asyncio
-        from urllib.parse import urlsplit
-
-        import httpx
-
-        from postroom.net.resolve import BlockedByPolicy, HostNotFound, ResolveTimeout, resolve
-
-        parts = urlsplit(url)
-        port = parts.port or (443 if parts.scheme == "https" else 80)
+        with self._sessions() as s:
+            row = s.get(ActionRequest, action.id)
+            stored = row.webhook_secret if row else None
+        if not stored:
+            # actions created before per-webhook secrets: the link key must never sign
+            # what receivers verify, and they hold no other secret
+            self._webhook_status(action.id, "not sent: the action has no webhook secret")
+            return
         try:
-            # the network policy covers webhooks too: refuse a URL that resolves to, e.g.,
-            # the cloud metadata address
-            asyncio.run(resolve(parts.hostname or "", port, policy=self._policy, timeout=10))
-        except (BlockedByPolicy, HostNotFound, ResolveTimeout, ValueError) as exc:
+            secret = self._box.decrypt(stored, what=f"the webhook secret of {action.id}")
+        except SecretKeyError as exc:
             self._webhook_status(action.id, f"not sent: {exc}")
             return
-
-        body = json.dumps(
-            {"event": "action.decided", "action": action.model_dump(mode="json")}
-        ).encode()
-        stamp = str(int(time.time()))
-        _, keys = self._keys()
-        key = next(iter(keys.values()))
-        signature = hmac.new(key, stamp.encode() + b"." + body, hashlib.sha256).hexdigest()
-        status = "failed"
-        for attempt in range(5):
-            try:
-                r = httpx.post(url, content=body, timeout=10, headers={
-                    "Content-Type": "application/json", "X-Postroom-Timestamp": stamp,
-                    "X-Postroom-Signature": f"v1={signature}"})  # fmt: skip
-                if r.status_code < 300:
-                    status = f"delivered ({r.status_code})"
-                    break
-                status = f"failed ({r.status_code})"
-            except httpx.HTTPError as exc:
-                status = f"failed ({type(exc).__name__})"
-            time.sleep(min(30, 2**attempt))
-        self._webhook_status(action.id, status)
+        shown = action.model_dump(mode="json", exclude={"webhook_secret", "webhook_status"})
+        result = deliver_decision(
+            action.id, shown, url=url, secret=secret, policy=self._webhook_policy,
+            backoff_s=self.webhook_backoff_s,
+        )  # fmt: skip
+        if result.ok:
+            self._webhook_status(action.id, f"delivered ({result.status_code})")
+        else:
+            self._webhook_status(action.id, f"failed: {result.error}")
 
     def _webhook_status(self, action_id: str, status: str) -> None:
         with self._sessions() as s:
@@ -426,6 +429,18 @@ class Actions:
                 .values(webhook_status=status[:500])
             )
             s.commit()
+
+
+def rotate_action_secrets(s: Session, box: SecretBox) -> int:
+    """Re-encrypt every action webhook secret under ``box``'s primary key (in the caller's
+    transaction, as part of ``postroom keys rotate``); returns how many."""
+    count = 0
+    rows = s.scalars(select(ActionRequest).where(ActionRequest.webhook_secret.is_not(None)))
+    for row in rows:
+        assert row.webhook_secret is not None
+        row.webhook_secret = box.rotate(row.webhook_secret, what=f"the webhook secret of {row.id}")
+        count += 1
+    return count
 
 
 def _first_word(text: str) -> str | None:

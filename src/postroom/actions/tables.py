@@ -30,6 +30,8 @@ class ActionRequest(Base):
     decided_at: Mapped[datetime | None] = mapped_column(default=None)
     webhook_url: Mapped[str | None] = mapped_column(Text, default=None)
     webhook_status: Mapped[str | None] = mapped_column(Text, default=None)
+    #: signs this action's webhook (encrypted); shown once, to the action's creator
+    webhook_secret: Mapped[str | None] = mapped_column(Text, default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime] = mapped_column()
 
