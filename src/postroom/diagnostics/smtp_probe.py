@@ -27,11 +27,11 @@ from postroom.oauth2.errors import TokenError
 from postroom.oauth2.smtp_auth import NoTokenMechanism, authenticate
 from postroom.oauth2.tokens import AccessToken
 from postroom.profiles.schemas import AuthMethod, ProfileSpec, Security, SmtpSettings
+from postroom.smtp.auth import LoginRefused, NoPasswordMechanism, login
 
 __all__ = ["TEST_HEADER", "build_test_message", "probe_smtp", "resolve_and_connect"]
 
 TEST_HEADER = "X-Postroom-Test"
-_SUPPORTED_AUTH = ("cram-md5", "plain", "login")
 # the hint matches the step that was running when the whole test ran out of time
 _CAP_CODES = {
     "resolve": Code.DNS_NOT_FOUND,
@@ -271,24 +271,24 @@ async def _auth(rec: Recorder, client: aiosmtplib.SMTP, s: SmtpSettings) -> None
         if token is not None:
             st.detail = await _oauth2_auth(client, s, token)
             return
-        offered = [m for m in client.supported_auth_methods if m in _SUPPORTED_AUTH]
-        if not offered:
-            raise StepFailed(
-                Code.AUTH_MECHANISM_UNSUPPORTED,
-                "The server offers no login mechanism postroom can use with a password: "
-                + client.esmtp_extensions.get("auth", ""),
-            )
         username = s.username or ""
         if s.auth_domain:
             username = f"{s.auth_domain}\\{username}"
+        offered = " ".join(m.upper() for m in client.server_auth_methods)
         try:
-            reply = await client.login(username, s.password or "")
-        except aiosmtplib.SMTPAuthenticationError as exc:
-            raise _refused(
+            mechanism, reply = await login(
+                client, username, s.password or "", encrypted=s.security is not Security.NONE
+            )
+        except NoPasswordMechanism as exc:
+            raise StepFailed(
+                Code.AUTH_MECHANISM_UNSUPPORTED, str(exc), detail=f"AUTH {offered}"
+            ) from None
+        except LoginRefused as exc:
+            raise StepFailed(
                 Code.AUTH_FAILED,
-                f"The server refused the login for '{username}'",
-                exc.code,
-                exc.message,
+                f"The server refused the login for '{username}' with AUTH "
+                f"{exc.mechanism.upper()}: {exc.code} {exc.message}",
+                detail=f"AUTH {exc.mechanism.upper()} (offered: {offered}): {exc.code} {exc.message}",
             ) from None
         except aiosmtplib.SMTPTimeoutError:
             raise StepFailed(
@@ -296,7 +296,10 @@ async def _auth(rec: Recorder, client: aiosmtplib.SMTP, s: SmtpSettings) -> None
             ) from None
         except aiosmtplib.SMTPException as exc:
             raise StepFailed(Code.PROTOCOL_ERROR, f"The login failed: {exc}") from None
-        st.detail = f"signed in as {username} ({', '.join(m.upper() for m in offered)} offered): {reply.code}"
+        st.detail = (
+            f"signed in as {username} with AUTH {mechanism.upper()} (offered: {offered}): "
+            f"{reply.code}"
+        )
 
 
 async def _send(rec: Recorder, client: aiosmtplib.SMTP, spec: ProfileSpec, to: str) -> str:

@@ -15,6 +15,7 @@ from postroom.net.tls import make_context
 from postroom.oauth2.errors import TokenError
 from postroom.oauth2.smtp_auth import NoTokenMechanism, sign_in
 from postroom.profiles.schemas import AuthMethod, Security, SmtpSettings
+from postroom.smtp.auth import LoginRefused, NoPasswordMechanism, login
 
 __all__ = ["SmtpConnectError", "open_smtp"]
 
@@ -62,13 +63,19 @@ async def open_smtp(s: SmtpSettings, *, policy: NetPolicy) -> aiosmtplib.SMTP:
             await client.ehlo()
         if s.auth is AuthMethod.BASIC:
             username = f"{s.auth_domain}\\{s.username}" if s.auth_domain else (s.username or "")
-            await client.login(username, s.password or "")
+            # one mechanism, tried once: a wrong password is one failed login
+            await login(
+                client, username, s.password or "", encrypted=s.security is not Security.NONE
+            )
         elif s.auth is AuthMethod.OAUTH2:
             await sign_in(client, s.oauth2_config or "", host=s.host, port=s.port)
     except SmtpConnectError:
         client.close()
         raise
-    except (TokenError, NoTokenMechanism) as exc:
+    except LoginRefused as exc:
+        client.close()
+        raise SmtpConnectError(str(exc), code=exc.code) from None
+    except (TokenError, NoTokenMechanism, NoPasswordMechanism) as exc:
         # consent needed: the profile's deliveries are paused (the claim skips them) and
         # these messages wait as 'retrying' until someone reconnects
         client.close()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import IntEnum, StrEnum
 
-__all__ = ["Outcome", "SmtpReply", "classify"]
+__all__ = ["Outcome", "SmtpReply", "classify", "mechanism_unusable"]
 
 
 class SmtpReply(IntEnum):
@@ -15,7 +15,9 @@ class SmtpReply(IntEnum):
     INSUFFICIENT_STORAGE = 452
     AUTH_TEMPORARY_FAILURE = 454
     SYNTAX_ERROR = 500
+    PARAMETER_NOT_IMPLEMENTED = 504
     AUTH_REQUIRED = 530
+    AUTH_MECHANISM_TOO_WEAK = 534
     AUTH_FAILED = 535
     MAILBOX_UNAVAILABLE = 550
     USER_NOT_LOCAL = 551
@@ -39,3 +41,25 @@ def classify(code: int | None) -> Outcome:
     if 400 <= code < 500:
         return Outcome.TRANSIENT
     return Outcome.PERMANENT
+
+
+_MECHANISM_WORDS = ("mechanism", "authentication type", "auth type")
+_UNUSABLE_WORDS = ("not supported", "unsupported", "unrecognized", "unknown", "not available",
+                   "too weak", "not allowed", "invalid")  # fmt: skip
+
+
+def mechanism_unusable(code: int, text: str) -> bool:
+    """Does this reply to AUTH say the *mechanism* can't be used (try another), rather
+    than that the credentials are wrong (stop: another try is another failed login)?
+
+    504 (RFC 4954: unrecognized authentication type) and 534 (5.7.9: mechanism too weak)
+    always do; any other permanent reply only when its text says so.
+    """
+    if code in (SmtpReply.PARAMETER_NOT_IMPLEMENTED, SmtpReply.AUTH_MECHANISM_TOO_WEAK):
+        return True
+    if code == SmtpReply.AUTH_FAILED or not 500 <= code < 600:
+        return False
+    lowered = text.lower()
+    return any(w in lowered for w in _MECHANISM_WORDS) and any(
+        w in lowered for w in _UNUSABLE_WORDS
+    )

@@ -1,0 +1,47 @@
+"""Which AUTH replies mean "try another mechanism", and which mechanism goes first (pure)."""
+
+from __future__ import annotations
+
+import pytest
+
+from postroom.smtp.auth import choose_mechanisms
+from postroom.smtp.replies import mechanism_unusable
+
+
+@pytest.mark.parametrize(
+    ("code", "text"),
+    [
+        (504, "5.5.4 Unrecognized authentication type"),
+        (534, "5.7.9 Authentication mechanism is too weak"),
+        (504, ""),
+        (535, "5.7.8 mechanism not supported"),  # RFC 4954: 535 is about the credentials
+    ],
+)
+def test_mechanism_replies(code: int, text: str) -> None:
+    assert mechanism_unusable(code, text) is (code != 535)
+
+
+@pytest.mark.parametrize(
+    ("code", "text"),
+    [
+        (535, "5.7.8 Error: authentication failed: authentication failure"),
+        (535, "Incorrect authentication data"),
+        (454, "4.7.0 Temporary authentication failure"),
+        (530, "5.7.0 Must issue a STARTTLS command first"),
+        (550, "5.7.1 mailbox locked"),
+    ],
+)
+def test_credential_and_other_replies_are_not_a_mechanism_problem(code: int, text: str) -> None:
+    assert not mechanism_unusable(code, text)
+
+
+def test_a_permanent_reply_that_names_the_mechanism_as_unsupported() -> None:
+    assert mechanism_unusable(500, "5.5.2 AUTH mechanism not supported")
+    assert mechanism_unusable(502, "Unknown authentication type")
+
+
+def test_plain_first_over_tls_cram_md5_first_in_plaintext() -> None:
+    offered = ["CRAM-MD5", "PLAIN", "LOGIN", "XOAUTH2"]
+    assert choose_mechanisms(offered, encrypted=True) == ["plain", "login", "cram-md5"]
+    assert choose_mechanisms(offered, encrypted=False) == ["cram-md5", "plain", "login"]
+    assert choose_mechanisms(["gssapi", "ntlm"], encrypted=True) == []
