@@ -103,12 +103,13 @@ def status(
                 str(h.uidvalidity or "-"),
                 str(h.last_uid),
                 str(h.pending),
+                str(h.quarantined),
                 (h.last_error or "")[:60],
             ]
             for h in rows
         ]
         headers = ["profile", "folder", "state", "last poll", "uidvalidity", "last uid"]
-        typer.echo(table(lines, [*headers, "pending", "last error"]))
+        typer.echo(table(lines, [*headers, "pending", "quarantined", "last error"]))
     if any(h.state is ListenerState.ERROR and h.enabled for h in rows):
         raise typer.Exit(1)
 
@@ -123,7 +124,7 @@ def list_messages(
     limit: Annotated[int, typer.Option(help="At most this many, newest first.")] = 50,
     as_json: JsonOpt = False,
 ) -> None:
-    """Received (and rejected) messages, newest first."""
+    """Received and quarantined (``--status rejected``) messages, newest first."""
     if status is not None and status not in {s.value for s in InboundStatus}:
         bad_input("status", "must be one of " + ", ".join(s.value for s in InboundStatus))
     if not 1 <= limit <= 10_000:
@@ -138,13 +139,22 @@ def list_messages(
             str(m.id),
             m.status.value,
             m.profile,
+            f"{m.folder} {m.uid}",
             f"{m.received_at:%Y-%m-%d %H:%M:%S}",
             (m.from_address or "")[:30],
             (m.subject or m.reject_reason or "")[:50],
         ]
         for m in rows
     ]
-    headers = ["id", "status", "profile", "received (UTC)", "from", "subject / reason"]
+    headers = [
+        "id",
+        "status",
+        "profile",
+        "folder uid",
+        "received (UTC)",
+        "from",
+        "subject / reason",
+    ]
     typer.echo(table(lines, headers) if lines else "No inbound messages.")
 
 

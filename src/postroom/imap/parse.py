@@ -13,7 +13,7 @@ import email.policy
 import re
 import time
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from email.message import EmailMessage, Message
 from email.utils import getaddresses, parsedate_to_datetime
 
@@ -136,12 +136,7 @@ def parse_inbound(raw: bytes, *, limits: Limits = Limits()) -> InboundMessage | 
                         content=data if keep else None, stored=keep,
                     )
                 )  # fmt: skip
-        date = None
-        if msg.get("Date"):
-            try:
-                date = parsedate_to_datetime(str(msg["Date"]))
-            except (TypeError, ValueError):
-                date = None
+        date = _date(str(msg.get("Date", "")))
         try:
             # strict: a crafted From must not pass as the recipient it imitates (CVE-2023-27043)
             sender: str | None = parse_mailbox(str(msg.get("From", "")))[1]
@@ -166,6 +161,24 @@ def parse_inbound(raw: bytes, *, limits: Limits = Limits()) -> InboundMessage | 
         return Rejected("is too deeply nested to parse")
     except (ValueError, TypeError, LookupError, AssertionError, IndexError) as exc:
         return Rejected(f"cannot be parsed ({type(exc).__name__})")
+
+
+def _date(value: str) -> datetime | None:
+    """The ``Date:`` in UTC; None when absent or unreadable.
+
+    ``-0000`` (RFC 5322: UTC, the sender's zone unknown; what ``email.utils.formatdate()``
+    writes) and dates without a zone (obsolete, still sent) come back naive from the email
+    package: both are read as UTC. A date the UTC conversion overflows is unreadable.
+    """
+    if not value.strip():
+        return None
+    try:
+        date = parsedate_to_datetime(value)
+        if date.tzinfo is None:
+            date = date.replace(tzinfo=UTC)
+        return date.astimezone(UTC)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
 
 
 def _first(values: list[str]) -> str | None:

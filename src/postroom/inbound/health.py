@@ -59,6 +59,12 @@ def read_health(
                     InboundMessage.profile_id == p.id, InboundMessage.status.in_(_PENDING)
                 )
             )
+            quarantined = s.scalar(
+                select(func.count(InboundMessage.id)).where(
+                    InboundMessage.profile_id == p.id,
+                    InboundMessage.status == InboundStatus.REJECTED.value,
+                )
+            )
             state, stale = ListenerState.STOPPED, False
             if row is not None:
                 state, stale = effective_state(
@@ -93,6 +99,7 @@ def read_health(
                     uidvalidity=row.uidvalidity if row else None,
                     last_uid=row.last_uid if row else 0,
                     pending=int(pending or 0),
+                    quarantined=int(quarantined or 0),
                     use_idle=bool(imap.get("use_idle", True)),
                     poll_interval_s=poll,
                 )

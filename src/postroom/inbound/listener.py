@@ -25,13 +25,16 @@ from postroom.imap.client import ImapError
 from postroom.imap.mailbox import MailboxSession
 from postroom.inbound.mailboxes import LeaseLost
 from postroom.inbound.schemas import ListenerState
-from postroom.inbound.store import Location
+from postroom.inbound.store import Location, describe_failure
 from postroom.inbound.sync import Interrupted, Isolation, MailboxSync, SyncServices, db
 from postroom.profiles.schemas import ImapSettings, ProfileSpec
 
 __all__ = ["MailboxListener"]
 
 log = logging.getLogger("postroom.inbound")
+
+# This many failed sessions in a row (of any kind) are a loop, shown as "error".
+_FAILURE_LOOP = 3
 
 # Failures an administrator must fix; the listener keeps retrying, but shows "error".
 _SETTINGS_CODES = frozenset(
@@ -70,6 +73,7 @@ class MailboxListener:
         self._interrupt = asyncio.Event()  # stop, or lease lost: leave IDLE and sleeps at once
         self._backoff = services.config.backoff_initial_s
         self._isolation = Isolation()  # survives reconnects
+        self._failures = 0  # sessions that failed in a row (reset by a completed round)
 
     def stop(self) -> None:
         """Finish the message in hand, log out, give the lease up and return from run()."""
@@ -140,32 +144,48 @@ class MailboxListener:
                 return
 
     async def _hold(self, mailbox_id: int) -> None:
-        """Sessions one after the other, backing off between failures, until interrupted."""
+        """Sessions one after the other, backing off between failures, until interrupted.
+
+        Once a session has failed, the state keeps showing that failure (``backoff``, or
+        ``error`` for settings faults and for any fault that repeats) until a sync round
+        succeeds again: a retry does not write ``starting`` over it, so health does not
+        flap while sign-in keeps failing, and a loop never looks like a start.
+        """
         while not self._interrupt.is_set():
-            state, error, code = ListenerState.BACKOFF, "", ""
+            error, code, settings = "", "", False
             try:
-                await self._state(mailbox_id, ListenerState.STARTING)
+                if not self._failures:
+                    await self._state(mailbox_id, ListenerState.STARTING)
                 spec = await db(self.s.profiles.spec_by_id, self.profile_id)
                 await self._session(mailbox_id, spec)
             except Interrupted:
                 pass
+            except LeaseLost:
+                raise
             except ImapError as exc:
                 error, code = exc.message, str(exc.code)
-                if exc.code in _SETTINGS_CODES:
-                    state = ListenerState.ERROR
+                settings = exc.code in _SETTINGS_CODES
             except (SecretReferenceError, SecretKeyError) as exc:
-                state, error, code = ListenerState.ERROR, exc.message, str(Code.SECRET_UNAVAILABLE)
+                error, code, settings = exc.message, str(Code.SECRET_UNAVAILABLE), True
             except NotFound as exc:  # deleted or no longer receiving: the runner stops us
-                state, error, code = ListenerState.ERROR, exc.message, exc.code
+                error, code, settings = exc.message, exc.code, True
             except SQLAlchemyError as exc:
                 log.warning("inbound: database error (%s); reconnecting", type(exc).__name__)
-                await self._sleep(self._next_backoff())
-                continue
+                error, code = f"database error: {describe_failure(exc)}", "database_error"
+            except Exception as exc:  # noqa: BLE001 - a listener must never die silently
+                log.exception("inbound: listener of profile %s failed", self.profile_id)
+                error, code = f"internal error: {describe_failure(exc)}", "internal_error"
             if self._interrupt.is_set():
                 return
             if error:
+                self._failures += 1
+                looping = self._failures >= _FAILURE_LOOP
+                state = ListenerState.ERROR if settings or looping else ListenerState.BACKOFF
+                if looping and not settings:
+                    error = f"{error} (failed {self._failures} times in a row)"
                 log.warning("inbound: profile %s: %s", self.profile_id, error)
-                await self._state(mailbox_id, state, error=error, code=code)
+                with contextlib.suppress(SQLAlchemyError):
+                    await self._state(mailbox_id, state, error=error, code=code)
             await self._sleep(self._next_backoff())
 
     def _next_backoff(self) -> float:
@@ -203,7 +223,6 @@ class MailboxListener:
             where = Location(
                 mailbox_id, self.owner, self.profile_id, spec.name, imap.folder, status.uidvalidity
             )
-            self._backoff = self.s.config.backoff_initial_s
             sync = MailboxSync(
                 self.s, session, where, imap, self._interrupt, isolation=self._isolation
             )
@@ -215,6 +234,9 @@ class MailboxListener:
                 last_uid = await sync.new_mail(last_uid, uidnext)
                 await sync.retry_due()
                 await self._state(mailbox_id, sync.mode, polled=True)
+                # a whole round worked: the next failure starts a fresh backoff
+                self._failures = 0
+                self._backoff = self.s.config.backoff_initial_s
                 wait = await self._wait_time(imap, sync.mode)
                 if sync.mode is ListenerState.IDLE:
                     await self._idle(session, wait)

@@ -54,7 +54,9 @@ class InboundStatus(StrEnum):
     RECEIVED = "received"  # stored; some subscriber has not taken it yet
     DELIVERED = "delivered"  # every subscriber took it; the processed action is pending
     PROCESSED = "processed"  # the processed action ran on the server
-    REJECTED = "rejected"  # over a limit or unparseable: stored with the reason only
+    # quarantined: over a limit, unparseable or unstorable; stored with the reason only,
+    # left untouched on the server, and the sync moves past it
+    REJECTED = "rejected"
     FAILED = "failed"  # subscribers kept failing until the retry deadline
 
 
@@ -197,6 +199,9 @@ class MailboxHealth(BaseModel):
     uidvalidity: int | None
     last_uid: int
     pending: int
+    #: messages rejected (quarantined): over a limit, unparseable or unstorable; each is
+    #: listed with its reason and UID (status ``rejected``) and left untouched on the server
+    quarantined: int = 0
     use_idle: bool
     poll_interval_s: float
 

@@ -18,7 +18,14 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import (
+    DisconnectionError,
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    StatementError,
+)
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 
 from postroom.db.tables import utcnow
@@ -36,7 +43,7 @@ from postroom.inbound.schemas import (
 from postroom.inbound.tables import InboundAttachment, InboundDelivery, InboundMessage
 from postroom.inbound.text import clean
 
-__all__ = ["InboundStore", "Location", "summary"]
+__all__ = ["InboundStore", "Location", "database_unavailable", "describe_failure", "summary"]
 
 _PENDING = (InboundStatus.RECEIVED.value, InboundStatus.DELIVERED.value)
 
@@ -191,11 +198,25 @@ class InboundStore:
                 self._mailboxes.advance(s, where.mailbox_id, where.owner, uid)
                 s.commit()
             except IntegrityError:
-                # this UID is stored already (a listener that lost its lease got here first)
                 s.rollback()
+                if not self._has_uid(where, uid):
+                    raise  # not a race: the message itself breaks a constraint
+                # this UID is stored already (a listener that lost its lease got here first)
                 self.skip(where, uid)
                 return None
             return row.id
+
+    def _has_uid(self, where: Location, uid: int) -> bool:
+        with self._sessions() as s:
+            found = s.scalar(
+                select(InboundMessage.id).where(
+                    InboundMessage.profile_id == where.profile_id,
+                    InboundMessage.folder == where.folder,
+                    InboundMessage.uidvalidity == where.uidvalidity,
+                    InboundMessage.uid == uid,
+                )
+            )
+        return found is not None
 
     # -- delivering -----------------------------------------------------------------------
 
@@ -357,3 +378,21 @@ def summary(row: InboundMessage) -> InboundSummary:
         last_error=row.last_error,
         bounce=BounceInfo.model_validate(row.bounce) if row.bounce else None,
     )
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` says the database cannot be reached or used right now (lost
+    connection, locked, pool exhausted) rather than that one write was refused."""
+    if isinstance(exc, (OperationalError, InterfaceError, DisconnectionError, PoolTimeout)):
+        return True
+    return bool(getattr(exc, "connection_invalidated", False))
+
+
+def describe_failure(exc: BaseException) -> str:
+    """A short reason for a failed write: the driver's or Python's error, without the SQL
+    statement and its parameters (which would repeat the message's content)."""
+    cause: BaseException = exc
+    if isinstance(exc, StatementError) and exc.orig is not None:
+        cause = exc.orig
+    first = (str(cause).strip().splitlines() or [""])[0][:300]
+    return f"{type(cause).__name__}: {first}" if first else type(cause).__name__

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -28,9 +29,14 @@ from postroom.imap.client import ImapError, ImapLimitExceeded
 from postroom.imap.mailbox import MailboxSession, MessageSize
 from postroom.imap.parse import Rejected, parse_inbound
 from postroom.inbound.bounces import Bounce, detect_bounce
-from postroom.inbound.mailboxes import Mailboxes
+from postroom.inbound.mailboxes import LeaseLost, Mailboxes
 from postroom.inbound.schemas import InboundConfig, InboundStatus, ListenerState, next_retry
-from postroom.inbound.store import InboundStore, Location
+from postroom.inbound.store import (
+    InboundStore,
+    Location,
+    database_unavailable,
+    describe_failure,
+)
 from postroom.inbound.subscribers import Dispatcher
 from postroom.net.policy import NetPolicy
 from postroom.profiles.schemas import ImapSettings
@@ -41,6 +47,8 @@ __all__ = ["Interrupted", "MailboxSync", "SyncServices", "db"]
 _T = TypeVar("_T")
 _P = ParamSpec("_P")
 _STRIKES = 3
+
+log = logging.getLogger("postroom.inbound")
 
 
 @dataclass(frozen=True)
@@ -246,21 +254,40 @@ class MailboxSync:
             return
         parsed = await asyncio.to_thread(parse_inbound, raw, limits=self.s.config.limits)
         if isinstance(parsed, Rejected):
-            await db(
-                self.s.store.reject,
-                where,
-                uid,
-                size=info.size,
-                message_id=info.message_id,
-                reason=parsed.reason,
-            )
+            await self._quarantine(uid, info, parsed.reason)
             return
         bounce = await asyncio.to_thread(_bounce_of, raw)
-        inbound_id = await db(
-            self.s.store.store, where, uid, parsed, size=info.size, sha256=sha256, bounce=bounce
-        )
+        try:
+            inbound_id = await db(
+                self.s.store.store, where, uid, parsed, size=info.size, sha256=sha256, bounce=bounce
+            )
+        except LeaseLost:
+            raise
+        except Exception as exc:  # noqa: BLE001 - whatever this message does to the write
+            if database_unavailable(exc):
+                raise  # not the message's fault: reconnect and try it again
+            # the message itself cannot be stored (a value the database refuses, ...):
+            # quarantine it so that the messages after it are not held up behind it
+            log.warning(
+                "inbound: UID %s of profile %s could not be stored: %s; quarantined",
+                uid, where.profile_id, describe_failure(exc),
+            )  # fmt: skip
+            await self._quarantine(uid, info, f"could not be stored: {describe_failure(exc)}")
+            return
         if inbound_id is not None:
             await self._handle(inbound_id)
+
+    async def _quarantine(self, uid: int, info: MessageSize, reason: str) -> None:
+        """Record the message at ``uid`` as rejected with ``reason`` and move past it; it
+        stays untouched on the server (find it there by its UID)."""
+        await db(
+            self.s.store.reject,
+            self.where,
+            uid,
+            size=info.size,
+            message_id=info.message_id,
+            reason=reason,
+        )
 
     # -- subscribers and the processed action -----------------------------------------------------
 
