@@ -89,3 +89,65 @@ def test_the_fast_address_check_agrees_with_the_full_one(monkeypatch: pytest.Mon
     full = [addresses.check_addr_spec(v) for v in cases]
     assert fast == full
     assert sum(r is None for r in full) > 100  # plenty of valid ones among them
+
+
+N = 100_000  # characters: a hostile header or API field, far past every limit
+HOSTILE = {
+    "spaces then an unclosed bracket": " " * N + "<",
+    "a quoted name of spaces": '"a' + " " * N + 'b" <x@evil.example>',
+    "brackets": "<" * N,
+    "nested names": "a <" * (N // 3) + "b@c.d>",
+    "a long local part": "a" * N + "@example.org",
+    "dots": "a." * (N // 2) + "@example.org",
+    "labels": "a@" + "b." * (N // 2) + "org",
+    "closing brackets": "x@y.z" + ">" * N,
+}
+
+
+@pytest.mark.parametrize("value", list(HOSTILE.values()), ids=list(HOSTILE))
+def test_hostile_mailboxes_are_refused_in_linear_time(value: str) -> None:
+    """Issue 16: ' ' * 2500 + '<' took 12 s, a 96 KB quoted name 20 s (the pattern was
+    cubic); each check must now answer 100 KB at once."""
+    from postroom.addresses import parse_mailbox
+    from tests.timebound import cpu_seconds
+
+    for check in (parse_mailbox, check_addr_spec, check_single_line, check_hostname):
+        cpu_seconds(check, value, bound=0.25)
+    with pytest.raises(ValueError, match="at most 998 characters") as refused:
+        parse_mailbox(value)
+    assert len(str(refused.value)) < 200  # the value is not echoed back
+
+
+def test_mailbox_length_limits() -> None:
+    from postroom.addresses import parse_mailbox
+
+    local = "l" * 64
+    domain = ".".join(["d" * 60] * 3) + ".exampl"  # 64 + 1 + 189 = 254 characters
+    assert parse_mailbox(f"{local}@{domain}") == ("", f"{local}@{domain}")
+    with pytest.raises(ValueError, match="at most 254"):
+        parse_mailbox(f"{local}@x{domain}")
+    assert parse_mailbox("N" * 256 + " <a@b.example>") == ("N" * 256, "a@b.example")
+    with pytest.raises(ValueError, match="at most 256"):
+        parse_mailbox("N" * 257 + " <a@b.example>")
+
+
+def test_mailbox_split_agrees_with_the_pattern_it_replaced() -> None:
+    """The one-pass split reads every short input exactly as the old regex did."""
+    import random
+    import re
+
+    from postroom.addresses import _split_mailbox
+
+    old = re.compile(r"^\s*(?P<name>[^<>]*?)\s*<(?P<addr>[^<>]+)>\s*$")
+
+    def by_pattern(value: str) -> tuple[str, str]:
+        m = old.match(value)
+        if m:
+            return m["name"].strip().strip('"'), m["addr"].strip()
+        return "", value.strip()
+
+    rng = random.Random(16)
+    alphabet = ' <>"a@b.\t\n\u2028x'
+    cases = ["".join(rng.choices(alphabet, k=rng.randint(0, 16))) for _ in range(30000)]
+    cases += ['"A B" <a@b.c>', "  A <a@b.c>  ", "<a@b.c>", "A<a@b.c>", "<>", "< >", "A <a@b.c> x"]
+    assert [_split_mailbox(v) for v in cases] == [by_pattern(v) for v in cases]

@@ -31,6 +31,7 @@ from postroom.db.tables import Profile, utcnow
 from postroom.errors import FieldError, NotFound, SecretKeyError, ValidationError
 from postroom.inbound.signing import new_secret
 from postroom.net.policy import NetPolicy
+from postroom.notify.plaintext import html_to_text
 from postroom.outbox.service import Outbox, SendRequest
 from postroom.profiles.bindings import Bindings
 from postroom.profiles.service import name_key
@@ -223,6 +224,8 @@ class Actions:
             s.commit()
         links: dict[str, dict[str, str]] = {}
         requests = []
+        # the HTML's text is made once per action (in linear time), not once per recipient
+        intro = text if text is not None else html_to_text(html_body or "")
         for address in addresses:
             mine = {
                 c: f"{base}/actions/{sign(LinkClaims(action_id, c, recipient_hash(address), int(expires_at.timestamp())), key_id=kid, key=keys[kid])}"
@@ -234,7 +237,7 @@ class Actions:
                     {
                         "to": [address],
                         "subject": f"{subject} [#{action_id}]",
-                        "text": _text_with_links(text, html_body, mine, expires_at),
+                        "text": _text_with_links(intro, mine, expires_at),
                         "html": _html_with_links(html_body, mine, expires_at) if html_body else None,
                         "headers": {"Auto-Submitted": "auto-generated", "X-Auto-Response-Suppress": "All",
                                     "X-Postroom-Action": action_id},
@@ -453,10 +456,7 @@ def _first_word(text: str) -> str | None:
     return None
 
 
-def _text_with_links(
-    text: str | None, html_body: str | None, links: dict[str, str], expires: datetime
-) -> str:
-    intro = text if text is not None else re.sub(r"<[^>]+>", "", html_body or "")
+def _text_with_links(intro: str, links: dict[str, str], expires: datetime) -> str:
     lines = [intro.rstrip(), "", "Choose one:"]
     for choice, url in links.items():
         lines.append(f"  {choice}: {url}")
