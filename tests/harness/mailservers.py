@@ -25,6 +25,11 @@ Ports (``MailServers.ports``), all on ``127.0.0.1``:
     smtps_selfsigned  Postfix, implicit TLS with a self-signed certificate
     smtps_expired     Postfix, implicit TLS with an expired CA-signed certificate
     smtps_wronghost   Postfix, implicit TLS with a CA-signed cert for mail.example.net
+    submission_owned  Postfix as Debian ships it on this point: STARTTLS + AUTH, the sender
+                      must be owned by the signed-in user (reject_sender_login_mismatch), and
+                      rejections wait for RCPT (smtpd_delay_reject = yes, the default), so a
+                      foreign sender is refused as "553 5.7.1 … Sender address rejected: not
+                      owned by user …" in the reply to RCPT TO
     imap              Dovecot, IMAP with STARTTLS
     imaps             Dovecot, IMAP over implicit TLS
 
@@ -90,9 +95,15 @@ SMTP_PORTS = (
     "smtps_selfsigned",
     "smtps_expired",
     "smtps_wronghost",
+    "submission_owned",
 )
 IMAP_PORTS = ("imap", "imaps")
-_GREETINGS = {"plain": b"220 ", "submission": b"220 ", "imap": b"* OK"}
+_GREETINGS = {
+    "plain": b"220 ",
+    "submission": b"220 ",
+    "submission_owned": b"220 ",
+    "imap": b"* OK",
+}
 PORT_NAMES = SMTP_PORTS + IMAP_PORTS
 
 # binary -> Debian package that ships it
@@ -672,6 +683,8 @@ protocol lmtp {{
         recipient_access.write_text(
             f"{REJECTED_RECIPIENT} 550 5.1.1 Mailbox unavailable (test rejection)\n"
         )
+        sender_logins = etc / "sender_logins"
+        sender_logins.write_text("".join(f"{user} {user}\n" for user in self.users))
         main = {
             "compatibility_level": "3.6",
             "queue_directory": str(self.postfix_queue_dir),
@@ -771,6 +784,14 @@ protocol lmtp {{
             with_cert("smtps_selfsigned", certs.self_signed.cert, certs.self_signed.key),
             with_cert("smtps_expired", certs.expired.cert, certs.expired.key),
             with_cert("smtps_wronghost", certs.wrong_host.cert, certs.wrong_host.key),
+            smtpd(
+                "submission_owned",
+                "smtpd_tls_security_level=encrypt",
+                *authenticated,
+                "smtpd_delay_reject=yes",
+                f"smtpd_sender_login_maps=texthash:{sender_logins}",
+                "smtpd_sender_restrictions=reject_sender_login_mismatch",
+            ),
         ]
         # No smtp/relay/local/virtual services at all: mail can only go to Dovecot via LMTP.
         internal = """\

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from email.message import EmailMessage
@@ -19,9 +20,12 @@ from postroom.diagnostics.steps import Diagnosis
 from postroom.net.policy import NetPolicy
 from postroom.outbox.worker import Worker
 from postroom.profiles.schemas import parse_spec
+from tests.harness.exim import EximServer
+from tests.harness.mailservers import MailServers
 
 ALICE, ALICE_PW = "alice@postroom.test", "alice-secret-1"
 BOB = "bob@postroom.test"
+UTF8_MAILBOX = "用户@postroom.test"
 
 
 @dataclass
@@ -47,18 +51,22 @@ def _postfix_failed_logins(log: Path) -> Callable[[str], int]:
     return count
 
 
+def postfix(m: MailServers) -> Server:
+    return Server(
+        "postfix", m.host, m.ports, m.ca_pem, _postfix_failed_logins(m.dovecot_log),
+        m.wait_for_mail, UTF8_MAILBOX,
+    )  # fmt: skip
+
+
+def exim_server(e: EximServer) -> Server:
+    return Server("exim", e.host, e.ports, e.ca_pem, e.failed_logins, e.wait_for_mail, UTF8_MAILBOX)
+
+
 @pytest.fixture(params=["postfix", "exim"])
 def server(request: pytest.FixtureRequest) -> Server:
     if request.param == "postfix":
-        m = request.getfixturevalue("mail_servers")
-        return Server(
-            "postfix", m.host, m.ports, m.ca_pem, _postfix_failed_logins(m.dovecot_log),
-            m.wait_for_mail, "用户@postroom.test",
-        )  # fmt: skip
-    e = request.getfixturevalue("exim")
-    return Server(
-        "exim", e.host, e.ports, e.ca_pem, e.failed_logins, e.wait_for_mail, "用户@postroom.test"
-    )
+        return postfix(request.getfixturevalue("mail_servers"))
+    return exim_server(request.getfixturevalue("exim"))
 
 
 def profile(server: Server, **smtp: Any) -> dict[str, Any]:
@@ -109,3 +117,83 @@ async def test_successful_login_names_the_mechanism(server: Server) -> None:
     d = await probe(profile(server))
     assert d.ok, d.error
     assert "with AUTH PLAIN" in d.steps[-1].detail
+
+
+# -- item 4: diagnoses name the real cause ----------------------------------------------------
+
+
+async def test_foreign_sender_refused_at_rcpt_is_sender_rejected(
+    mail_servers: MailServers,
+) -> None:
+    """Postfix (smtpd_delay_reject = yes, its default) refuses a sender the signed-in user
+    does not own in its reply to RCPT TO, not to MAIL FROM."""
+    data = profile(postfix(mail_servers), port=mail_servers.ports["submission_owned"])
+    data["sender"]["from_address"] = BOB
+    d = await probe(data, send_to=ALICE)
+    assert d.error is not None and d.error.code == "sender_rejected", d.error
+    assert "553 5.7.1" in d.error.message and "not owned by user" in d.error.message
+    assert BOB in d.error.message and "From address" in d.error.hint
+
+
+async def test_exim_refuses_the_sender_at_mail_from(exim: EximServer) -> None:
+    data = profile(exim_server(exim))
+    data["sender"]["from_address"] = exim.blocked_sender
+    d = await probe(data, send_to=BOB)
+    assert d.error is not None and d.error.code == "sender_rejected", d.error
+
+
+@pytest.mark.parametrize("security", ["starttls", "none"])
+async def test_relay_refused_to_a_client_that_did_not_sign_in_hints_to_sign_in(
+    mail_servers: MailServers, security: str
+) -> None:
+    port = "submission" if security == "starttls" else "plain"
+    data = profile(postfix(mail_servers), port=mail_servers.ports[port], security=security)
+    data["smtp"]["auth"] = "none"
+    d = await probe(data, send_to="someone@example.com")
+    assert d.error is not None and d.error.code == "recipient_rejected", d.error
+    assert "did not sign in" in d.error.message
+    assert "Set auth to 'basic'" in d.error.hint, (d.error.message, d.error.hint)
+
+
+async def test_exim_authentication_required_hints_to_sign_in(exim: EximServer) -> None:
+    data = profile(exim_server(exim), auth="none")
+    d = await probe(data, send_to=BOB)
+    assert d.error is not None and d.error.code == "recipient_rejected", d.error
+    assert "Set auth to 'basic'" in d.error.hint
+
+
+async def test_signed_in_recipient_refusal_keeps_the_recipient_hint(
+    mail_servers: MailServers,
+) -> None:
+    d = await probe(profile(postfix(mail_servers)), send_to=mail_servers.rejected_recipient)
+    assert d.error is not None and d.error.code == "recipient_rejected"
+    assert "Check the address" in d.error.hint
+
+
+async def test_starttls_on_the_implicit_tls_port_is_wrong_mode_within_seconds(
+    server: Server,
+) -> None:
+    """With the default timeouts (30 s connect): the port waits silently for a ClientHello."""
+    data = profile(server, port=server.ports["submissions"])
+    for key in ("connect_timeout_s", "send_timeout_s"):
+        del data["smtp"][key]
+    started = time.monotonic()
+    d = await probe(data)
+    elapsed = time.monotonic() - started
+    assert d.error is not None and d.error.code == "tls_wrong_mode", d.error
+    assert elapsed < 5, elapsed
+    assert d.steps[-1].name == "greeting" and "TLS handshake" in d.steps[-1].detail
+    assert "set security to 'tls'" in d.error.hint
+
+
+def test_delivery_names_a_foreign_sender_refused_at_rcpt(
+    sqlite_app: Postroom, mail_servers: MailServers
+) -> None:
+    data = profile(postfix(mail_servers), port=mail_servers.ports["submission_owned"])
+    data["sender"]["from_address"] = BOB
+    sqlite_app.profiles.create(data)
+    id = sqlite_app.send({"to": [ALICE], "subject": "x", "text": "y"}, profile="QA postfix")
+    asyncio.run(Worker(sqlite_app, poll_s=0.05).run(drain=True))
+    m = sqlite_app.outbox.get(id)
+    assert m.status == "failed", m.last_error
+    assert (m.last_error or "").startswith("sender refused"), m.last_error

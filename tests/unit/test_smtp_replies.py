@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from postroom.smtp.auth import choose_mechanisms
-from postroom.smtp.replies import mechanism_unusable
+from postroom.smtp.replies import mechanism_unusable, rcpt_refusal
 
 
 @pytest.mark.parametrize(
@@ -45,3 +45,36 @@ def test_plain_first_over_tls_cram_md5_first_in_plaintext() -> None:
     assert choose_mechanisms(offered, encrypted=True) == ["plain", "login", "cram-md5"]
     assert choose_mechanisms(offered, encrypted=False) == ["cram-md5", "plain", "login"]
     assert choose_mechanisms(["gssapi", "ntlm"], encrypted=True) == []
+
+
+@pytest.mark.parametrize(
+    ("code", "text", "signed_in", "expected"),
+    [
+        (
+            553,
+            "5.7.1 <bob@x.test>: Sender address rejected: not owned by user alice@x.test",
+            True,
+            "sender",
+        ),
+        (550, "5.1.7 The sender's mailbox is invalid", True, "sender"),
+        (553, "5.1.8 <a@b>: Sender address rejected: Domain not found", False, "sender"),
+        (550, "5.1.1 <bob@x.test>: Recipient address rejected: User unknown", True, "recipient"),
+        (554, "5.7.1 <bob@example.com>: Relay access denied", False, "needs_login"),
+        (554, "5.7.1 <bob@example.com>: Relay access denied", True, "recipient"),
+        (
+            554,
+            "5.7.1 <unknown[127.0.0.1]>: Client host rejected: Access denied",
+            False,
+            "needs_login",
+        ),
+        (550, "relay not permitted", False, "needs_login"),
+        (550, "Authentication required", False, "needs_login"),
+        (530, "5.7.0 Authentication required", False, "needs_login"),
+        (550, "5.7.1 Recipient address rejected: sender policy", True, "recipient"),
+        (554, "5.7.1 <a@b>: Recipient address rejected: Access denied", False, "needs_login"),
+        (530, "5.7.57 Client not authenticated to send mail", False, "needs_login"),
+        (550, "5.1.1 <a@b>: Recipient address rejected: User unknown", False, "recipient"),
+    ],
+)
+def test_what_a_refused_rcpt_is_about(code: int, text: str, signed_in: bool, expected: str) -> None:
+    assert rcpt_refusal(code, text, signed_in=signed_in) == expected

@@ -15,11 +15,15 @@ __all__ = ["Abort", "Recorder", "StepFailed", "StepHandle"]
 class StepFailed(Exception):
     """Raised inside a step: the step failed with ``code``; ``message`` says what happened."""
 
-    def __init__(self, code: Code | str, message: str, *, detail: str = "") -> None:
+    def __init__(
+        self, code: Code | str, message: str, *, detail: str = "", cause: str = ""
+    ) -> None:
         super().__init__(message)
         self.code = Code(code)
         self.message = message
         self.detail = detail
+        #: refines the hint for ``code`` (see :func:`~postroom.diagnostics.steps.hint_for`)
+        self.cause = cause
 
 
 class Abort(Exception):
@@ -55,14 +59,18 @@ class Recorder:
         try:
             yield handle
         except StepFailed as exc:
-            self.fail(name, exc.code, exc.message, detail=exc.detail or exc.message)
+            self.fail(
+                name, exc.code, exc.message, detail=exc.detail or exc.message, cause=exc.cause
+            )
             raise Abort from None
         self.diagnosis.steps.append(
             Step(name=name, ok=True, ms=self._elapsed(self._step_started), detail=handle.detail)
         )
         self.current = None
 
-    def fail(self, name: str, code: Code, message: str, *, detail: str = "") -> None:
+    def fail(
+        self, name: str, code: Code, message: str, *, detail: str = "", cause: str = ""
+    ) -> None:
         self.diagnosis.steps.append(
             Step(name=name, ok=False, ms=self._elapsed(self._step_started), detail=detail)
         )
@@ -75,6 +83,7 @@ class Recorder:
                 host=self.host,
                 port=self.port,
                 security=self.security,
+                cause=cause,
             ),
         )
         self.current = None

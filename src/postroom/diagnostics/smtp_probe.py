@@ -6,12 +6,15 @@ Every aiosmtplib and socket error is mapped to a diagnosis code here, at one bou
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 import ssl
 import time
+from collections.abc import Coroutine
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import format_datetime, formataddr, make_msgid
+from typing import Any
 
 import aiosmtplib
 
@@ -28,10 +31,14 @@ from postroom.oauth2.smtp_auth import NoTokenMechanism, authenticate
 from postroom.oauth2.tokens import AccessToken
 from postroom.profiles.schemas import AuthMethod, ProfileSpec, Security, SmtpSettings
 from postroom.smtp.auth import LoginRefused, NoPasswordMechanism, login
+from postroom.smtp.replies import Refusal, rcpt_refusal
 
 __all__ = ["TEST_HEADER", "build_test_message", "probe_smtp", "resolve_and_connect"]
 
 TEST_HEADER = "X-Postroom-Test"
+_PROBE_LINE = b"EHLO postroom.invalid\r\n"
+#: silence before the greeting after which the port is looked at again (see _watch_greeting)
+_SNIFF_AFTER_S = 1.0
 # the hint matches the step that was running when the whole test ran out of time
 _CAP_CODES = {
     "resolve": Code.DNS_NOT_FOUND,
@@ -106,7 +113,7 @@ def _not_smtp(port: int, found: Sniffed) -> StepFailed:
 
 
 async def _classify_no_greeting(address: str, port: int, security: Security) -> StepFailed:
-    found: Sniffed = await sniff(address, port, probe_line=b"EHLO postroom.invalid\r\n")
+    found: Sniffed = await sniff(address, port, probe_line=_PROBE_LINE)
     if found.kind == "tls":
         return StepFailed(
             Code.TLS_WRONG_MODE,
@@ -120,12 +127,49 @@ async def _classify_no_greeting(address: str, port: int, security: Security) -> 
     )
 
 
+async def _watch_greeting(
+    connecting: Coroutine[Any, Any, aiosmtplib.SMTPResponse], address: str, s: SmtpSettings
+) -> aiosmtplib.SMTPResponse:
+    """Await the greeting; when the server stays silent for a moment, look at the port
+    again on a fresh connection while the first one keeps waiting. A port that completes a
+    TLS handshake (implicit TLS, 465) never greets — it waits for a ClientHello — so that
+    is reported in seconds, not after the whole connect timeout. A slow greeter (greet
+    pause, postscreen) is simply waited for."""
+    task = asyncio.ensure_future(connecting)
+    sniffer: asyncio.Task[Sniffed] | None = None
+    try:
+        done, _ = await asyncio.wait({task}, timeout=_SNIFF_AFTER_S)
+        if not done:
+            sniffer = asyncio.create_task(sniff(address, s.port, probe_line=_PROBE_LINE))
+            await asyncio.wait({task, sniffer}, return_when=asyncio.FIRST_COMPLETED)
+            if not task.done():
+                found = sniffer.result()
+                if found.kind == "tls":
+                    raise StepFailed(
+                        Code.TLS_WRONG_MODE,
+                        f"The server on port {s.port} sent no greeting but completed a TLS "
+                        f"handshake: it speaks TLS from the first byte, but security is "
+                        f"'{s.security}'.",
+                        detail="no SMTP greeting; a fresh connection completed a TLS handshake",
+                    )
+                if found.kind in ("http", "imap", "other"):
+                    raise _not_smtp(s.port, found)
+        return await task
+    finally:
+        for pending in (task, sniffer):
+            if pending is not None and not pending.done():
+                pending.cancel()
+                with contextlib.suppress(asyncio.CancelledError, aiosmtplib.SMTPException):
+                    await pending
+
+
 async def _greet(rec: Recorder, client: aiosmtplib.SMTP, s: SmtpSettings, address: str) -> None:
     implicit = s.security is Security.TLS
     name = "tls" if implicit else "greeting"
     async with rec.step(name) as st:
         try:
-            reply = await client.connect(timeout=s.connect_timeout_s)
+            connecting = client.connect(timeout=s.connect_timeout_s)
+            reply = await (connecting if implicit else _watch_greeting(connecting, address, s))
         except aiosmtplib.SMTPConnectTimeoutError:
             raise await _classify_no_greeting(address, s.port, s.security) from None
         except aiosmtplib.SMTPConnectResponseError as exc:
@@ -317,12 +361,25 @@ async def _send(rec: Recorder, client: aiosmtplib.SMTP, spec: ProfileSpec, to: s
             ) from None
         except aiosmtplib.SMTPRecipientsRefused as exc:
             first = exc.recipients[0]
-            raise _refused(
+            signed_in = spec.smtp.auth is not AuthMethod.NONE
+            refusal = rcpt_refusal(first.code, first.message, signed_in=signed_in)
+            if refusal is Refusal.SENDER:
+                raise _refused(
+                    Code.SENDER_REJECTED,
+                    f"The server refused the sender {spec.sender.from_address} (in its reply "
+                    f"to RCPT TO {first.recipient})",
+                    first.code,
+                    first.message,
+                ) from None
+            failure = _refused(
                 Code.RECIPIENT_REJECTED,
-                f"The server refused the recipient {first.recipient}",
+                f"The server refused the recipient {first.recipient}"
+                + (" from a client that did not sign in" if refusal is Refusal.NEEDS_LOGIN else ""),
                 first.code,
                 first.message,
-            ) from None
+            )
+            failure.cause = refusal.value
+            raise failure from None
         except aiosmtplib.SMTPDataError as exc:
             raise _refused(
                 Code.MESSAGE_REJECTED, "The server refused the message", exc.code, exc.message

@@ -89,8 +89,13 @@ def hint_for(
     host: str = "",
     port: int = 0,
     security: str = "",
+    cause: str = "",
 ) -> str:
-    """What a person should change, for ``code`` in this context."""
+    """What a person should change, for ``code`` in this context.
+
+    ``cause`` refines a few codes: ``needs_login`` (a recipient refused because the client
+    did not sign in: relaying denied, client host rejected).
+    """
     other_tls = "starttls" if security == "tls" else "tls"
     match code:
         case Code.DNS_NOT_FOUND:
@@ -188,6 +193,13 @@ def hint_for(
             return (
                 "The server refused the From address. Many servers only accept the address of the "
                 "signed-in account (or its aliases): set the sender's From address to it."
+            )
+        case Code.RECIPIENT_REJECTED if cause == "needs_login":
+            return (
+                "The server refused to take this mail from a client that did not sign in "
+                "(relaying denied, or this client is not trusted). Set auth to 'basic' with the "
+                "mailbox's username and password (or OAuth2), usually on the submission port "
+                "587 or 465."
             )
         case Code.RECIPIENT_REJECTED:
             return "The server refused the recipient. Check the address, or whether the server relays to outside domains for this account."

@@ -26,7 +26,7 @@ from postroom.outbox.wakeup import CommitWatch
 from postroom.profiles.schemas import ProfileSpec
 from postroom.smtp.client import SmtpConnectError, open_smtp
 from postroom.smtp.pipeline import NotSent, PipelineBroken, PipelinedSession, TransactionResult
-from postroom.smtp.replies import Outcome, classify
+from postroom.smtp.replies import Outcome, Refusal, classify, rcpt_refusal
 
 if TYPE_CHECKING:
     from postroom.app import Postroom
@@ -84,6 +84,13 @@ class _ProfileState:
 def _refused(r: TransactionResult) -> dict[str, dict[str, object]]:
     """The recipients the server refused, with its reply to each."""
     return {a: {"code": x.code, "text": x.text} for a, x in r.rcpts.items() if x.code >= 300}
+
+
+def _refused_what(code: int, text: str) -> str:
+    """Postfix refuses a sender it won't take in its reply to RCPT TO: name the real cause."""
+    if rcpt_refusal(code, text, signed_in=True) is Refusal.SENDER:
+        return "sender refused (at RCPT TO)"
+    return "recipients refused"
 
 
 class Worker:
@@ -484,7 +491,7 @@ class Worker:
                 c,
                 classify(code),
                 code,
-                f"recipients refused: {first.code} {first.message}",
+                f"{_refused_what(first.code, first.message)}: {first.code} {first.message}",
                 results,
             ), True
         except aiosmtplib.SMTPResponseException as exc:
@@ -529,8 +536,9 @@ class Worker:
             codes = [x.code for x in r.rcpts.values()]
             code = next((x for x in codes if 400 <= x < 500), codes[0])
             first = next(iter(r.rcpts.values()))
+            what = _refused_what(first.code, first.text)
             return self._result(
-                c, classify(code), code, f"recipients refused: {first.code} {first.text}", refused
+                c, classify(code), code, f"{what}: {first.code} {first.text}", refused
             )
         reply = r.final if r.final is not None else r.data
         assert reply is not None

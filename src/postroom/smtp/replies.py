@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from enum import IntEnum, StrEnum
 
-__all__ = ["Outcome", "SmtpReply", "classify", "mechanism_unusable"]
+__all__ = ["Outcome", "Refusal", "SmtpReply", "classify", "mechanism_unusable", "rcpt_refusal"]
 
 
 class SmtpReply(IntEnum):
@@ -63,3 +64,47 @@ def mechanism_unusable(code: int, text: str) -> bool:
     return any(w in lowered for w in _MECHANISM_WORDS) and any(
         w in lowered for w in _UNUSABLE_WORDS
     )
+
+
+class Refusal(StrEnum):
+    """What a refused RCPT TO is really about."""
+
+    RECIPIENT = "recipient"
+    #: the sender, reported at RCPT (Postfix's default ``smtpd_delay_reject = yes``)
+    SENDER = "sender"
+    #: relaying or the client refused to a client that did not sign in
+    NEEDS_LOGIN = "needs_login"
+
+
+# RFC 3463: X.1.7 bad sender's mailbox, X.1.8 bad sender's system address
+_ENHANCED = re.compile(r"\s*[245]\.(\d{1,3})\.(\d{1,3})\b")
+_SENDER_TEXT = re.compile(
+    r"sender address rejected|not owned by (?:user|the authenticated)|sender (?:address )?"
+    r"(?:is )?(?:rejected|refused|denied|blocked|not (?:allowed|permitted|authorized))",
+    re.IGNORECASE,
+)
+_LOGIN_TEXT = re.compile(
+    r"relay access denied|relay(?:ing)? not permitted|relaying denied|unable to relay|"
+    r"client host rejected|authentication (?:is )?required|must (?:be )?authenticate",
+    re.IGNORECASE,
+)
+
+
+def rcpt_refusal(code: int, text: str, *, signed_in: bool) -> Refusal:
+    """Read a refused RCPT's enhanced status code and text, not only which command failed:
+    Postfix refuses a foreign sender as ``553 5.7.1 <…>: Sender address rejected: not owned
+    by user …`` in its reply to RCPT TO."""
+    enhanced = _ENHANCED.match(text)
+    if (enhanced is not None and enhanced.groups() in (("1", "7"), ("1", "8"))) or (
+        _SENDER_TEXT.search(text)
+    ):
+        return Refusal.SENDER
+    if not signed_in and (
+        code == SmtpReply.AUTH_REQUIRED
+        # X.7.x: security or policy status; to a client that did not sign in, that is
+        # nearly always "sign in first" (Postfix's submission "Access denied", 5.7.57…)
+        or (enhanced is not None and enhanced.group(1) == "7")
+        or _LOGIN_TEXT.search(text)
+    ):
+        return Refusal.NEEDS_LOGIN
+    return Refusal.RECIPIENT
