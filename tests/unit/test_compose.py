@@ -130,3 +130,133 @@ def test_date_and_from_headers_stay_right_while_reused() -> None:
         ("Zoë Ops", "zoe@postroom.test"),
         ('Robot, the "QA" bot', "robot@postroom.test"),
     ]
+
+
+# -- output that cannot be bent (issue 15 item 6) ------------------------------------------
+
+FILE_NAMES = [
+    "report.pdf",
+    "a.pdf\"; filename*=utf-8''evil.exe; x=\"",  # the injection: filename* wins in clients
+    'quote " inside.txt',
+    "semi; colon=1.txt",
+    "100% sure 'quoted'.csv",
+    "résumé – final.pdf",
+    "日本語の報告書.xlsx",
+    "x" * 255,
+    "é" * 255,
+    "🙂" * 255,
+]
+
+
+@pytest.mark.parametrize("name", FILE_NAMES, ids=range(len(FILE_NAMES)))
+def test_attachment_file_names_read_back_exactly(name: str) -> None:
+    raw = compose(
+        OutgoingMessage(
+            to=["bob@postroom.test"], text="x",
+            attachments=[{"filename": name, "content": b"data"}],  # type: ignore[list-item]
+        ),
+        sender=SENDER,
+    ).raw  # fmt: skip
+    disposition = (
+        b"Content-Disposition: " + raw.split(b"Content-Disposition: ")[1].split(b"\r\n\r\n")[0]
+    )
+    assert max(map(len, disposition.split(b"\r\n"))) <= 78
+    m = email.message_from_bytes(raw, policy=policy.default)
+    [att] = list(m.iter_attachments())  # type: ignore[attr-defined]
+    assert att.get_filename() == name
+    assert set(att["Content-Disposition"].params) == {"filename"}
+    assert b"filename*=utf-8''evil" not in raw and b"filename*=evil" not in raw
+
+
+def lines_of(raw: bytes) -> list[bytes]:
+    head = raw.split(b"\r\n\r\n", 1)[0]
+    return head.split(b"\r\n")
+
+
+LONG_NAME = "🙂" * 256
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"subject": "x" * 998},
+        {"subject": "é" * 998},
+        {"subject": "word " * 199},
+        {"to": [f"{LONG_NAME} <a{i}@postroom.test>" for i in range(100)]},
+        {"cc": ['"' + "N, " * 85 + '" <c@postroom.test>'], "reply_to": f"{LONG_NAME} <r@postroom.test>"},
+        {"headers": {"X-Long": "word " * 2000, "X-Unicode": "ü " * 3000}},
+    ],
+    ids=["ascii subject", "unicode subject", "spaced subject", "100 long names", "cc and reply-to",
+         "custom headers"],
+)  # fmt: skip
+def test_no_header_line_is_longer_than_998_octets(fields: dict[str, object]) -> None:
+    message = OutgoingMessage(**{"to": ["bob@postroom.test"], "text": "x", **fields})  # type: ignore[arg-type]
+    sender = SenderSettings(from_address="robot@postroom.test", from_name="🙂" * 200)
+    raw = compose(message, sender=sender).raw
+    assert max(map(len, lines_of(raw))) <= 998
+    m = email.message_from_bytes(raw, policy=policy.default)
+    # RFC 2047 6.2: the folding between adjacent encoded words is not part of the text;
+    # email.header.decode_header follows it (the address parser adds a space there)
+    assert decoded(raw, "From") == f"{'🙂' * 200} <robot@postroom.test>"
+    assert m["Subject"] == message.subject
+    for key in ("to", "cc"):
+        given = [parse_mailbox(a) for a in getattr(message, key)]
+        if given:
+            got = [(a.display_name, a.addr_spec) for a in m[key].addresses]
+            assert [(n.replace(" ", ""), a) for n, a in got] == [
+                (n.replace(" ", ""), a) for n, a in given
+            ]
+    if message.reply_to:
+        assert decoded(raw, "Reply-To") == message.reply_to
+    for name, value in message.headers.items():
+        assert m[name] == value
+
+
+def decoded(raw: bytes, name: str) -> str:
+    """The header's text by RFC 2047 (email.header), from the bytes as written."""
+    from email.header import decode_header, make_header
+
+    return str(make_header(decode_header(email.message_from_bytes(raw)[name])))
+
+
+def test_a_custom_header_word_too_long_for_a_line_is_refused() -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="X-Token has 2000 characters without a space"):
+        OutgoingMessage(to=["b@postroom.test"], text="x", headers={"X-Token": "t" * 2000})
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    ["text/plain; charset=utf-8", 'text/csv; charset="utf-8"; header=present',
+     'application/pdf; name="a b.pdf"', "image/svg+xml", "application/vnd.ms-excel"],
+)  # fmt: skip
+def test_content_types_may_carry_parameters(content_type: str) -> None:
+    raw = compose(
+        OutgoingMessage(
+            to=["bob@postroom.test"], text="x",
+            attachments=[{"filename": "f", "content_type": content_type, "content": b"d"}],  # type: ignore[list-item]
+        ),
+        sender=SENDER,
+    ).raw  # fmt: skip
+    [att] = list(email.message_from_bytes(raw, policy=policy.default).iter_attachments())  # type: ignore[attr-defined]
+    assert f"Content-Type: {content_type}\r\n".encode() in raw
+    assert att.get_content_type() == content_type.split(";")[0]
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    ["text/plain; charset", "text/plain;", "text/plain; a=1; a=2", "téxt/plain",
+     "text/plain\r\nBcc: x@y.test", 'text/plain; x="unclosed', "multipart/mixed; boundary=b",
+     "message/rfc822", "text/plain; " + "; ".join(f"p{i}=1" for i in range(9)),
+     "text/plain; x=" + "y" * 200, "text", "text/plain, text/html"],
+)  # fmt: skip
+def test_bad_content_types_are_refused(content_type: str) -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError) as refused:
+        OutgoingMessage(
+            to=["b@postroom.test"], text="x",
+            attachments=[{"filename": "f", "content_type": content_type, "content": b"d"}],  # type: ignore[list-item]
+        )  # fmt: skip
+    assert refused.value.errors()[0]["loc"] == ("attachments", 0, "content_type")

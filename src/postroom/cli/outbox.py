@@ -28,6 +28,8 @@ def _attachment(path: str) -> dict[str, Any]:
     except OSError as exc:
         bad_input("attach", f"cannot read {path}: {exc.strerror}")
     content_type = mimetypes.guess_type(p.name)[0] or "application/octet-stream"
+    if content_type.startswith(("message/", "multipart/")):  # never base64 (RFC 2046)
+        content_type = "application/octet-stream"
     return {
         "filename": p.name,
         "content_type": content_type,

@@ -22,7 +22,14 @@ from typing import Annotated, Any
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from postroom.addresses import check_single_line, parse_mailbox
-from postroom.notify.mime import Part, address_header, encode_header, render
+from postroom.notify.mime import (
+    Part,
+    address_header,
+    content_type_reason,
+    encode_header,
+    longest_word_reason,
+    render,
+)
 from postroom.profiles.schemas import SenderSettings
 
 __all__ = [
@@ -102,14 +109,25 @@ class Attachment(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     filename: str = Field(min_length=1, max_length=255)
-    content_type: str = Field(default="application/octet-stream", pattern=r"^[\w.+-]+/[\w.+-]+$")
+    content_type: str = "application/octet-stream"
     content: Annotated[bytes, BeforeValidator(_b64)]
+
+    @field_validator("content_type")
+    @classmethod
+    def _content_type(cls, v: str) -> str:
+        reason = content_type_reason(v)
+        if reason:
+            raise ValueError(reason)
+        return v
 
     @field_validator("filename")
     @classmethod
     def _name(cls, v: str) -> str:
         if check_single_line(v) or "/" in v or "\\" in v:
             raise ValueError("must be a plain file name on one line")
+        if v != v.strip():
+            # mail readers strip them (Python's email package does), so they would be lost
+            raise ValueError("must not begin or end with spaces")
         return v
 
 
@@ -166,7 +184,7 @@ class OutgoingMessage(BaseModel):
                 )
             if lower in _RESERVED_HEADERS:
                 raise ValueError(f"'{name}' is set by postroom; use the message's own field")
-            reason = check_single_line(value)
+            reason = check_single_line(value) or longest_word_reason(name, value)
             if reason:
                 raise ValueError(f"{name} {reason}")
         return v

@@ -5,6 +5,13 @@ sending it (see docs/decisions/0003-delivery-speed.md). Postroom's messages have
 shape — text and/or HTML, optional attachments, headers already validated to be single
 lines — so they are written directly: RFC 2047 encoded words for non-ASCII header text,
 quoted-printable for non-ASCII or long-lined bodies, base64 for attachments, CRLF only.
+
+No line it writes is longer than RFC 5322's 998 octets, whatever it is given: header
+values are folded at spaces (78 columns where the words allow), a word too long for one
+line becomes encoded words, a display name is folded between its encoded words, and an
+attachment's file name is a quoted string only when that is safe and short — otherwise
+RFC 2231's ``filename*0*=utf-8''…`` continuations, so that no character of a name can end
+the parameter and start another.
 """
 
 from __future__ import annotations
@@ -16,25 +23,77 @@ import secrets
 from email.header import Header
 from functools import lru_cache
 
-__all__ = ["Part", "address_header", "encode_header", "render"]
+__all__ = [
+    "LONG_LINE",
+    "Part",
+    "address_header",
+    "content_type_reason",
+    "encode_header",
+    "longest_word_reason",
+    "render",
+]
 
 _ATOM_PHRASE = re.compile(r"^[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~ .]*$")
-_LONG_LINE = 998
+LONG_LINE = 998  # RFC 5322 2.1.1: octets in a line, without its CRLF
+_FOLD = 78  # RFC 5322 2.1.1: what a line SHOULD stay within
+_CRLF = "\r\n"
+
+
+def _folded(prefix: str, value: str) -> str | None:
+    """``prefix + value`` folded before spaces to lines of 78 where the words allow;
+    None when a word still makes a line longer than 998. Unfolding (removing each CRLF)
+    gives back ``prefix + value`` exactly."""
+    lines, line = [], prefix
+    for index, word in enumerate(value.split(" ")):
+        if index == 0:
+            line += word
+        elif word and len(line) + 1 + len(word) > _FOLD and line.strip():
+            lines.append(line)
+            line = " " + word
+        else:
+            line += " " + word
+    lines.append(line)
+    if max(map(len, lines)) > LONG_LINE:
+        return None
+    return _CRLF.join(lines)
+
+
+def _encoded_words(text: str, first_line_used: int = 0) -> str:
+    """``text`` as UTF-8 encoded words (RFC 2047), folded between words."""
+    encoded = Header(text, "utf-8", header_name="x" * max(0, first_line_used - 2))
+    return encoded.encode(linesep=_CRLF, maxlinelen=_FOLD)
 
 
 def encode_header(name: str, value: str) -> str:
-    """``Name: value`` folded to RFC 5322 lines; non-ASCII as UTF-8 encoded words."""
-    if value.isascii() and len(name) + 2 + len(value) <= 78:
-        return f"{name}: {value}"
-    encoded = Header(value, "utf-8" if not value.isascii() else "us-ascii", header_name=name)
-    return f"{name}: {encoded.encode(linesep=chr(13) + chr(10), maxlinelen=78)}"
+    """``Name: value`` folded to RFC 5322 lines; non-ASCII, or a word too long for one
+    line, as UTF-8 encoded words (so only for unstructured headers: Subject, X-…)."""
+    if value.isascii():
+        if len(name) + 2 + len(value) <= _FOLD:
+            return f"{name}: {value}"
+        folded = _folded(f"{name}: ", value)
+        if folded is not None:
+            return folded
+    return f"{name}: {_encoded_words(value, len(name) + 2)}"
+
+
+def longest_word_reason(name: str, value: str) -> str | None:
+    """Why ``Name: value`` cannot be folded into lines of 998 without encoding it (which a
+    structured header such as List-Unsubscribe does not allow), or None."""
+    longest = max(map(len, value.split(" ")), default=0)
+    if len(name) + 2 + longest > LONG_LINE:
+        return (
+            f"has {longest} characters without a space; a header line holds at most "
+            f"{LONG_LINE} octets with its name, so put spaces in it or shorten it"
+        )
+    return None
 
 
 def _display_name(name: str) -> str:
     if not name:
         return ""
     if not name.isascii():
-        return Header(name, "utf-8").encode(maxlinelen=10_000)
+        # one encoded word per line: a 256-character name is ≈ 1,400 octets encoded
+        return _encoded_words(name)
     if _ATOM_PHRASE.match(name) and not name.startswith(".") and ".." not in name:
         return name
     return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
@@ -57,7 +116,7 @@ def _text_part(body: str, subtype: str) -> list[str]:
     if body.endswith("\n"):
         body = body[:-1]  # the part's own line end follows
     lines = body.split("\n")
-    if body.isascii() and max(map(len, lines)) <= _LONG_LINE:
+    if body.isascii() and max(map(len, lines)) <= LONG_LINE:
         return [
             f'Content-Type: text/{subtype}; charset="us-ascii"',
             "Content-Transfer-Encoding: 7bit",
@@ -73,8 +132,80 @@ def _text_part(body: str, subtype: str) -> list[str]:
     ]
 
 
+# RFC 2045 token characters: printable ASCII except space and tspecials
+_TOKEN = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+_TOKEN_RE = re.compile(_TOKEN)
+_QUOTED = r'"(?:[^"\\\x00-\x1f\x7f]|\\[ -~])*"'
+_MEDIA_TYPE = re.compile(rf"({_TOKEN})/({_TOKEN})", re.ASCII)
+_PARAMETER = re.compile(
+    rf"[ \t]*;[ \t]*({_TOKEN})[ \t]*=[ \t]*({_TOKEN}|{_QUOTED})[ \t]*", re.ASCII
+)
+MAX_CONTENT_TYPE_CHARS = 200
+MAX_CONTENT_TYPE_PARAMETERS = 8
+
+
+def content_type_reason(value: str) -> str | None:
+    """Why ``value`` is not a content type an attachment may carry, or None. Accepted:
+    ``type/subtype`` with up to 8 ``; name=value`` parameters (RFC 2045 tokens or quoted
+    strings), ASCII, at most 200 characters; not ``multipart/*`` or ``message/*``, whose
+    bodies must not be base64 (RFC 2046)."""
+    if len(value) > MAX_CONTENT_TYPE_CHARS:
+        return f"must be at most {MAX_CONTENT_TYPE_CHARS} characters"
+    media = _MEDIA_TYPE.match(value)
+    if media is None:
+        return "must be a media type such as application/pdf or text/plain; charset=utf-8"
+    if media[1].lower() in ("multipart", "message"):
+        return f"cannot be {media[1].lower()}/*: attach the file as application/octet-stream"
+    at, names = media.end(), []
+    while at < len(value):
+        parameter = _PARAMETER.match(value, at)
+        if parameter is None:
+            return (
+                "has a parameter that is not name=value (a token or a quoted string), "
+                "as in text/plain; charset=utf-8"
+            )
+        names.append(parameter[1].lower())
+        at = parameter.end()
+    if len(names) > MAX_CONTENT_TYPE_PARAMETERS:
+        return f"has more than {MAX_CONTENT_TYPE_PARAMETERS} parameters"
+    if len(set(names)) != len(names):
+        return "names a parameter twice"
+    return None
+
+
+# RFC 2231 attribute-char: token characters except "*", "'" and "%"
+_ATTRIBUTE_CHARS = frozenset(
+    "!#$&+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+)
+_QUOTABLE = re.compile(r"[ !#-\[\]-~]*")  # printable ASCII but '"' and '\\'
+_SEGMENT = 60  # characters of an encoded file name per continuation line
+
+
+def _disposition(filename: str) -> str:
+    """``Content-Disposition: attachment; filename=…`` for exactly ``filename``."""
+    simple = f'Content-Disposition: attachment; filename="{filename}"'
+    if _QUOTABLE.fullmatch(filename) and len(simple) <= _FOLD:
+        return simple
+    encoded = [
+        chr(b) if chr(b) in _ATTRIBUTE_CHARS else f"%{b:02X}" for b in filename.encode("utf-8")
+    ]
+    segments, current = [], "utf-8''"
+    for piece in encoded:  # a %XX triple never spans two segments
+        if len(current) + len(piece) > _SEGMENT:
+            segments.append(current)
+            current = ""
+        current += piece
+    segments.append(current)
+    if len(segments) == 1:
+        return f"Content-Disposition: attachment;{_CRLF} filename*={segments[0]}"
+    return "Content-Disposition: attachment;" + ";".join(
+        f"{_CRLF} filename*{i}*={segment}" for i, segment in enumerate(segments)
+    )
+
+
 class Part:
-    """An attachment: bytes, a content type and a file name."""
+    """An attachment: bytes, a content type (validated by :func:`content_type_reason`)
+    and a file name (one line, any characters)."""
 
     __slots__ = ("content", "content_type", "filename")
 
@@ -82,19 +213,11 @@ class Part:
         self.content, self.content_type, self.filename = content, content_type, filename
 
     def lines(self) -> list[str]:
-        disposition = encode_header(
-            "Content-Disposition", f'attachment; filename="{self.filename}"'
-        )
-        if not self.filename.isascii():
-            disposition = "Content-Disposition: attachment; filename*=utf-8''" + "".join(
-                c if c.isalnum() and c.isascii() else "".join(f"%{b:02X}" for b in c.encode())
-                for c in self.filename
-            )
         data = base64.encodebytes(self.content).decode("ascii").replace("\n", "\r\n").rstrip("\r\n")
         return [
             f"Content-Type: {self.content_type}",
             "Content-Transfer-Encoding: base64",
-            disposition,
+            _disposition(self.filename),
             "",
             data,
         ]
@@ -151,6 +274,8 @@ def render(
     Raises ValueError when the result would hold a bare CR or LF (it cannot, by
     construction; this is the last check)."""
     head = _encoded([*headers, "MIME-Version: 1.0"])
+    if max(map(len, head.split(b"\r\n"))) > LONG_LINE:
+        raise ValueError(f"composed header line is longer than {LONG_LINE} octets")
     if attachments:
         parts = _multipart("mixed", [_alternatives(text, html), *(a.lines() for a in attachments)])
         return head + _encoded(parts)
