@@ -52,7 +52,7 @@ from postroom.outbox.service import Outbox, SendRequest
 from postroom.profiles.bindings import BindingRead, Bindings, Explanation
 from postroom.profiles.schemas import LastTest
 from postroom.profiles.service import ProfileService
-from postroom.secrets import SecretBox, load_keys, write_key_file
+from postroom.secrets import SecretBox, SecretReferences, load_keys, write_key_file
 from postroom.settings import Settings, get_settings
 
 __all__ = ["Postroom"]
@@ -242,11 +242,14 @@ class Postroom:
         send_to: str | None = None,
         roundtrip: bool = False,
         actor: str = "python",
+        operator: bool = False,
     ) -> Diagnosis:
         """Test a saved profile (``name``) or unsaved ``settings``.
 
         With both, ``settings`` are tested and any secret they leave empty or masked comes
-        from the saved profile. The result of a saved profile's own test is kept on it.
+        from the saved profile, while its destination is unchanged. Secret references in
+        ``settings`` are accepted and resolved as when saving them (``operator``: the CLI).
+        The result of a saved profile's own test is kept on it.
         Raises ValidationError for invalid settings, NotFound for an unknown name.
         """
         if send_to is not None:
@@ -256,7 +259,7 @@ class Postroom:
         kind = "roundtrip" if roundtrip else ("imap" if imap and not smtp else "smtp")
         try:
             if settings is not None:
-                spec = self.profiles.merged_spec(settings, existing=name)
+                spec = self.profiles.merged_spec(settings, existing=name, operator=operator)
             elif name is not None:
                 spec = self.profiles.spec_with_secrets(name)
             else:
@@ -318,7 +321,7 @@ class Postroom:
         else:
             keys = [Fernet.generate_key().decode("ascii"), *self.box.keys]
             write_key_file(self.settings.key_file, keys)
-        box = SecretBox(keys)
+        box = SecretBox(keys, references=self.box.references)
         count = 0
         with self.sessions() as s:
             for profile in s.scalars(select(Profile)):
@@ -353,7 +356,7 @@ class Postroom:
             s.commit()
         if retire_old:
             write_key_file(self.settings.key_file, keys[:1])
-            box = SecretBox(keys[:1])
+            box = SecretBox(keys[:1], references=self.box.references)
         self._replace_box(box)
         return count
 
@@ -385,7 +388,13 @@ def _open_box(settings: Settings, sessions: sessionmaker[Session]) -> SecretBox:
                 "is missing and POSTROOM_SECRET_KEYS is not set. Restore the key file from your "
                 "backup (see docs/operations.md) or set POSTROOM_SECRET_KEYS."
             )
-        box = SecretBox(load_keys(env_value=settings.secret_keys, key_file=settings.key_file))
+        references = SecretReferences.from_strings(
+            settings.secret_ref_env, settings.secret_ref_paths, own_files=(settings.key_file,)
+        )
+        box = SecretBox(
+            load_keys(env_value=settings.secret_keys, key_file=settings.key_file),
+            references=references,
+        )
         if has_secrets:
             assert check is not None and check.value is not None
             try:

@@ -31,6 +31,11 @@ class Settings(BaseSettings):
     #: days a sent, failed, bounced or cancelled message is kept (with its body and
     #: attempts) before workers delete it; 0 keeps everything
     outbox_retention_days: int = Field(default=30, ge=0, le=3650)
+    #: secret references an administrator (REST, web UI) may store: comma-separated
+    #: variable names (``SMTP_*`` matches a prefix) and absolute directory prefixes.
+    #: The operator's CLI may reference anything except postroom's own keys.
+    secret_ref_env: str = ""
+    secret_ref_paths: str = ""
 
     @property
     def resolved_database_url(self) -> str:

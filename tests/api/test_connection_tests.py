@@ -28,10 +28,14 @@ def test_saved_profile_test_returns_the_diagnosis_and_keeps_it(
 def test_unsaved_settings_use_the_stored_secret_when_masked(
     app: Postroom, admin: TestClient
 ) -> None:
-    app.profiles.create(basic_profile())
-    settings = basic_profile(host="no-such-host.invalid", password="********")
+    # the stored secret is reused only for the same destination (test_profile_secrets.py)
+    port = closed_port()
+    app.profiles.create(basic_profile(host="127.0.0.1", port=port, security="none"))
+    settings = basic_profile(
+        host="127.0.0.1", port=port, security="none", password="********", send_timeout_s=5
+    )
     r = admin.post(f"{API}/connection-tests", json={"profile": settings, "existing": "QA alerts"})
-    assert r.status_code == 200 and r.json()["error"]["code"] == "dns_not_found"
+    assert r.status_code == 200 and r.json()["error"]["code"] == "connect_refused"
     bad = basic_profile(port=0)
     assert_error(
         admin.post(f"{API}/connection-tests", json={"profile": bad}),

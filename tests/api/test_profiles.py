@@ -39,7 +39,9 @@ def test_crud_round_trip(admin: TestClient) -> None:
     assert admin.get(PROFILES).json() == [created]
 
     response = admin.put(
-        path("profiles", "QA alerts"), json={"description": "alerts", "smtp": {"port": 2525}}
+        path("profiles", "QA alerts"),
+        # a new port is a new destination: the password comes along (see test_destination_*)
+        json={"description": "alerts", "smtp": {"port": 2525, "password": "n3w-pass"}},
     )
     assert response.status_code == 200, response.text
     updated = response.json()
@@ -86,13 +88,14 @@ def test_masked_empty_or_omitted_password_keeps_the_secret(
     admin: TestClient, app: Postroom, kept: str | None
 ) -> None:
     create(admin)
-    smtp: dict[str, object] = {"username": "other@example.com"}
+    # not the destination (host, port, security, username): the stored secret stays
+    smtp: dict[str, object] = {"auth_domain": "CORP", "send_timeout_s": 45}
     if kept is not None:
         smtp["password"] = kept
     response = admin.put(path("profiles", "QA alerts"), json={"smtp": smtp})
     assert response.status_code == 200, response.text
     assert response.json()["smtp"]["password_set"] is True
-    assert response.json()["smtp"]["username"] == "other@example.com"
+    assert response.json()["smtp"]["auth_domain"] == "CORP"
     assert app.profiles.spec_with_secrets("QA alerts").smtp.password == CANARY
 
 
@@ -140,7 +143,9 @@ def test_suspicious_combination_is_saved_with_a_warning(admin: TestClient) -> No
             "security 'tls'.",
         }
     ]
-    response = admin.put(path("profiles", "QA alerts"), json={"smtp": {"security": "tls"}})
+    response = admin.put(
+        path("profiles", "QA alerts"), json={"smtp": {"security": "tls", "password": "n3w-pass"}}
+    )
     assert response.json()["warnings"] == []
 
 

@@ -7,13 +7,16 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+import trustme
 from typer.testing import CliRunner
 
 from postroom import Postroom
 from postroom.cli import cli
 from postroom.settings import Settings
+from tests.integration.smtp_fakes import fake_smtp
 
 CANARY = "CANARY-cli-5d1e"
 
@@ -216,3 +219,87 @@ def test_real_process_wrong_key_is_clean_error(tmp_path: Path, backend: str) -> 
     assert "Traceback" not in r.stderr and "not a Fernet key" in r.stderr
     r = subprocess.run([exe, "profile", "nosuch"], env=env, capture_output=True, text=True)
     assert r.returncode == 2
+
+
+# -- secrets: the operator may use references (never postroom's own keys); `profile test -f`
+# resolves them as `profile apply -f` does; a changed destination needs the secret again
+
+
+def _profile(path: Path, password: str, **smtp: Any) -> Path:
+    path.write_text(
+        json.dumps(
+            {
+                "name": "Reports",
+                "smtp": {
+                    "host": "smtp.example.com",
+                    "auth": "basic",
+                    "username": "reports@example.com",
+                    "password": password,
+                    **smtp,
+                },
+                "sender": {"from_address": "reports@example.com"},
+            }
+        )
+    )
+    return path
+
+
+def test_operator_references_are_accepted_but_never_postroom_keys(
+    run: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("REPORTS_PW", "from-env")
+    r = run("profile", "apply", "-f", str(_profile(tmp_path / "ok.json", "env:REPORTS_PW")))
+    assert r.exit_code == 0, r.output
+    key_file = tmp_path / "data" / "secret.key"
+    assert key_file.exists()
+    for ref in (f"file:{key_file}", "env:POSTROOM_SECRET_KEYS", "file:/proc/self/environ"):
+        r = run("profile", "apply", "-f", str(_profile(tmp_path / "bad.json", ref)))
+        assert r.exit_code == 2, r.output
+        assert "smtp.password" in r.output and "own secret keys" in r.output
+        r = run(*ADD, input=ref + "\n")
+        assert r.exit_code == 2 and "smtp.password" in r.output, r.output
+        r = run(
+            "oauth2", "add", "g", "--provider", "google", "--client-id", "x",
+            "--client-secret-stdin", input=ref + "\n",
+        )  # fmt: skip
+        assert r.exit_code == 2 and "client_secret" in r.output, r.output
+    assert "QA alerts" not in run("profile", "list").output
+
+
+def test_profile_test_file_resolves_references_like_apply(
+    run: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("REPORTS_PW", CANARY)
+    secret_file = tmp_path / "pw"
+    secret_file.write_text(CANARY + "\n")
+    with fake_smtp(trustme.CA(), starttls=False, password=CANARY) as srv:
+        for ref in ("env:REPORTS_PW", f"file:{secret_file}"):
+            f = _profile(tmp_path / "p.json", ref, host="127.0.0.1", port=srv.port, security="none")
+            r = run("profile", "test", "-f", str(f), "--json")
+            assert r.exit_code == 0, r.output
+            assert json.loads(r.output)["ok"] is True
+        key_file = tmp_path / "data" / "secret.key"
+        f = _profile(
+            tmp_path / "p.json",
+            f"file:{key_file}",
+            host="127.0.0.1",
+            port=srv.port,
+            security="none",
+        )
+        r = run("profile", "test", "-f", str(f))
+        assert r.exit_code == 2 and "smtp.password" in r.output, r.output
+        assert srv.recorded.logins == ["reports@example.com"] * 2
+    assert CANARY not in r.output
+
+
+def test_edit_to_a_new_destination_needs_the_password_again(run: Any) -> None:
+    assert run(*ADD, input=CANARY + "\n").exit_code == 0
+    r = run("profile", "edit", "QA alerts", "--smtp-host", "mail.example.net")
+    assert r.exit_code == 2 and "smtp.password" in r.output and "again" in r.output, r.output
+    r = run("profile", "edit", "QA alerts", "--from-name", "QA")  # not the destination
+    assert r.exit_code == 0, r.output
+    r = run(
+        "profile", "edit", "QA alerts", "--smtp-host", "mail.example.net", "--password-stdin",
+        input="n3w\n",
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output

@@ -110,7 +110,7 @@ def test_basic_auth_needs_a_password_on_create(app: Postroom) -> None:
 def test_update_keeps_secret_when_empty_or_masked(app: Postroom) -> None:
     app.profiles.create(basic_profile())
     for kept in ("", "********", None):
-        app.profiles.update("QA alerts", {"smtp": {"password": kept, "port": 2525}})
+        app.profiles.update("QA alerts", {"smtp": {"password": kept, "send_timeout_s": 45}})
         assert app.profiles.spec_with_secrets("QA alerts").smtp.password == CANARY
     app.profiles.update("QA alerts", {"smtp": {"password": "new-secret"}})
     assert app.profiles.spec_with_secrets("QA alerts").smtp.password == "new-secret"
@@ -137,9 +137,14 @@ def test_stale_version_is_refused(app: Postroom) -> None:
 def test_suspicious_combinations_are_saved_with_warnings(app: Postroom) -> None:
     p = app.profiles.create(basic_profile(port=465, security="starttls"))
     assert any("465" in w.message for w in p.warnings)
-    p = app.profiles.update("QA alerts", {"smtp": {"port": 587, "security": "tls"}})
+    # a new destination needs the password again (test_changed_destination_*)
+    p = app.profiles.update(
+        "QA alerts", {"smtp": {"port": 587, "security": "tls", "password": "pw-2"}}
+    )
     assert any(w.field == "smtp.security" for w in p.warnings)
-    p = app.profiles.update("QA alerts", {"smtp": {"port": 25, "security": "none"}})
+    p = app.profiles.update(
+        "QA alerts", {"smtp": {"port": 25, "security": "none", "password": "pw-3"}}
+    )
     assert any("unencrypted" in w.message for w in p.warnings)
 
 
@@ -232,12 +237,13 @@ def test_apply_creates_then_updates(app: Postroom) -> None:
 
 
 def test_secret_references_resolve_at_use(app: Postroom, monkeypatch, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    app.profiles.create(basic_profile(password="env:POSTROOM_TEST_PW"))
+    # references are the operator's (the CLI passes operator=True); see test_secret_refs.py
+    app.profiles.create(basic_profile(password="env:POSTROOM_TEST_PW"), operator=True)
     monkeypatch.setenv("POSTROOM_TEST_PW", "from-env")
     assert app.profiles.spec_with_secrets("QA alerts").smtp.password == "from-env"
     secret_file = tmp_path / "pw"
     secret_file.write_text("from-file\n")
-    app.profiles.update("QA alerts", {"smtp": {"password": f"file:{secret_file}"}})
+    app.profiles.update("QA alerts", {"smtp": {"password": f"file:{secret_file}"}}, operator=True)
     assert app.profiles.spec_with_secrets("QA alerts").smtp.password == "from-file"
 
 

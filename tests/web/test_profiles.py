@@ -242,3 +242,43 @@ def test_test_imap_runs_on_the_unsaved_imap_section(
     expect(page.get_by_text("Profile 'Inbound approvals' saved.")).to_be_visible()
     saved = live_server.pr.profiles.spec_with_secrets("Inbound approvals")
     assert saved.imap is not None and saved.imap.password == smtp_target.password
+
+
+def test_form_refuses_secret_references_inline(
+    page: Any, live_server: LiveServer, accounts: dict[str, Any], smtp_target: SmtpTarget
+) -> None:
+    """An admin's form is no file reader: env:/file: are refused at the input, unsaved."""
+    key_file = live_server.pr.settings.key_file
+    sign_in(page, live_server.url, *accounts["admin"])
+    page.goto(live_server.url + "/settings/email/new")
+    page.get_by_label("Profile name").fill("Exfiltrate")
+    _fill_smtp(page, smtp_target, password="env:POSTROOM_SECRET_KEYS")
+    page.get_by_role("button", name="Test SMTP").click()
+    result = page.locator("#result-smtp")
+    expect(result.get_by_role("alert")).to_contain_text("only the operator may set")
+    expect(result.locator(".diagnosis")).to_have_count(0)  # nothing was contacted
+    page.locator("#f-smtp-password").fill(f"file:{key_file}")
+    page.get_by_role("button", name="Create profile").click()
+    expect(page.locator("#f-smtp-password")).to_have_attribute("aria-invalid", "true")
+    expect(page.locator("#f-smtp-password-error")).to_contain_text("only the operator may set")
+    assert str(key_file) not in page.locator("#error-summary").inner_text()
+    assert all(p.name != "Exfiltrate" for p in live_server.pr.profiles.list())
+
+
+def test_a_changed_server_needs_the_password_again_in_tests_and_on_save(
+    page: Any, live_server: LiveServer, accounts: dict[str, Any], smtp_target: SmtpTarget
+) -> None:
+    """The stored password is never sent to a host or port other than the one it was saved for."""
+    from tests.integration.smtp_fakes import closed_port
+
+    profile = live_server.pr.profiles.create(_profile(smtp_target, "Stays home"))
+    sign_in(page, live_server.url, *accounts["admin"])
+    page.goto(f"{live_server.url}/settings/email/profiles/{profile.id}")
+    page.get_by_label("SMTP port").fill(str(closed_port()))
+    page.get_by_role("button", name="Test SMTP").click()
+    result = page.locator("#result-smtp")
+    expect(result.get_by_role("alert")).to_contain_text("type the password again")
+    expect(result.locator(".diagnosis")).to_have_count(0)
+    page.get_by_role("button", name="Save").click()
+    expect(page.locator("#f-smtp-password-error")).to_contain_text("type the password again")
+    assert live_server.pr.profiles.get("Stays home").smtp["port"] == smtp_target.port

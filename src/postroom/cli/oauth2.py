@@ -103,9 +103,9 @@ def add_or_edit(
         data["client_secret"] = secret
     with opened() as app:
         if ctx.info_name == "edit":
-            c = app.oauth2.update(name, data, actor=CLI_ACTOR)
+            c = app.oauth2.update(name, data, actor=CLI_ACTOR, operator=True)
         else:
-            c = app.oauth2.create(data, actor=CLI_ACTOR)
+            c = app.oauth2.create(data, actor=CLI_ACTOR, operator=True)
     if as_json:
         print_json(c)
     else:
@@ -162,7 +162,7 @@ def apply(
     """Create or update an OAuth2 configuration (by name) from a JSON or YAML file."""
     data = read_document(file)
     with opened() as app:
-        c, created = app.oauth2.apply(data, actor=CLI_ACTOR)
+        c, created = app.oauth2.apply(data, actor=CLI_ACTOR, operator=True)
     if as_json:
         print_json(c)
     else:

@@ -282,9 +282,11 @@ def add_or_edit(
                         "imap", "--no-imap removes IMAP; don't combine it with --imap-… flags"
                     )
                 data["imap"] = None
-            p = app.profiles.update(name, data, version=version, force=force, actor=CLI_ACTOR)
+            p = app.profiles.update(
+                name, data, version=version, force=force, actor=CLI_ACTOR, operator=True
+            )
         else:
-            p = app.profiles.create(data, actor=CLI_ACTOR)
+            p = app.profiles.create(data, actor=CLI_ACTOR, operator=True)
     if as_json:
         print_json(p)
     else:
@@ -307,7 +309,7 @@ def apply(
     """Create or update a profile (by name) from a JSON or YAML file in the profile shape."""
     data = read_document(file)
     with opened() as app:
-        p, created = app.profiles.apply(data, actor=CLI_ACTOR)
+        p, created = app.profiles.apply(data, actor=CLI_ACTOR, operator=True)
     if as_json:
         print_json(p)
     else:
@@ -415,6 +417,7 @@ def test(
             send_to=send_to,
             roundtrip=roundtrip,
             actor=CLI_ACTOR,
+            operator=True,
         )
     if as_json:
         print_json(d)

@@ -5,19 +5,34 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from postroom.audit import diff_fields, record
 from postroom.db.tables import OAuth2Config, Profile, utcnow
 from postroom.errors import Conflict, FieldError, NotFound, StaleVersion, ValidationError
+from postroom.oauth2.providers import ProviderError, resolve
 from postroom.oauth2.schemas import OAuth2ConfigRead, OAuth2ConfigSpec
+from postroom.oauth2.tables import OAuth2Token
 from postroom.profiles.schemas import MASKED_SECRET
 from postroom.profiles.service import name_key
 from postroom.secrets import SecretBox
 from postroom.validation import validate_model
 
 __all__ = ["OAuth2Configs"]
+
+TOKEN_URL_CHANGED = (
+    "type the client secret again: the token endpoint changed (provider, tenant or token "
+    "URL), and a stored client secret is only ever sent to the endpoint it was saved for"
+)
+
+
+def _token_url(spec: OAuth2ConfigSpec) -> str | None:
+    """Where the client secret (and the refresh token) is sent."""
+    try:
+        return resolve(spec).token_url
+    except ProviderError:
+        return spec.token_url
 
 
 def _users(s: Session, name: str) -> list[str]:
@@ -64,7 +79,15 @@ class OAuth2Configs:
                 return None
             return self._box.decrypt(row.client_secret, what=f"the client secret of '{row.name}'")
 
-    def create(self, data: dict[str, Any], /, *, actor: str = "system") -> OAuth2ConfigRead:
+    def _refusal(self, secret: str, *, operator: bool) -> FieldError | None:
+        reason = self._box.references.refusal(secret, operator=operator)
+        return FieldError("client_secret", reason) if reason else None
+
+    def create(
+        self, data: dict[str, Any], /, *, actor: str = "system", operator: bool = False
+    ) -> OAuth2ConfigRead:
+        """Create a configuration. ``operator``: the input comes from the CLI, so the client
+        secret may be an ``env:``/``file:`` reference (see :class:`SecretReferences`)."""
         spec = validate_model(OAuth2ConfigSpec, data)
         with self._sessions() as s:
             if s.scalar(
@@ -79,6 +102,9 @@ class OAuth2Configs:
             row = OAuth2Config(name=spec.name, name_key=name_key(spec.name), spec=stored)
             secrets = set()
             if spec.client_secret and spec.client_secret != MASKED_SECRET:
+                refused = self._refusal(spec.client_secret, operator=operator)
+                if refused:
+                    raise ValidationError(refused)
                 row.client_secret = self._box.encrypt(spec.client_secret)
                 secrets.add("client_secret")
             s.add(row)
@@ -101,7 +127,11 @@ class OAuth2Configs:
         *,
         version: int | None = None,
         actor: str = "system",
+        operator: bool = False,
     ) -> OAuth2ConfigRead:
+        """Change a configuration. A client secret left out keeps the stored one only while
+        the token endpoint is unchanged; a changed endpoint also drops the stored tokens, so
+        no refresh token is ever sent to an endpoint it was not issued by."""
         changes = copy.deepcopy(changes)
         changes.pop("version", None)
         with self._sessions() as s:
@@ -116,13 +146,24 @@ class OAuth2Configs:
                     FieldError("name", "cannot be changed (profiles refer to it by name)")
                 )
             secret = changes.pop("client_secret", None)
-            spec = validate_model(OAuth2ConfigSpec, {**row.spec, **changes})
+            spec = validate_model(
+                OAuth2ConfigSpec, {**row.spec, **changes, "client_secret": secret}
+            )
+            secret = spec.client_secret
             stored = spec.model_dump(mode="json", exclude={"client_secret"})
+            moved = _token_url(OAuth2ConfigSpec.model_validate(row.spec)) != _token_url(spec)
             secrets = set()
             if secret and secret != MASKED_SECRET:
+                refused = self._refusal(secret, operator=operator)
+                if refused:
+                    raise ValidationError(refused)
                 row.client_secret = self._box.encrypt(secret)
                 secrets.add("client_secret")
+            elif moved and row.client_secret is not None:
+                raise ValidationError(FieldError("client_secret", TOKEN_URL_CHANGED))
             details = diff_fields(row.spec, stored, secrets=secrets)
+            if moved:
+                s.execute(delete(OAuth2Token).where(OAuth2Token.config_id == row.id))
             if details:
                 row.spec = stored
                 row.updated_at = utcnow()
@@ -138,7 +179,7 @@ class OAuth2Configs:
             return OAuth2ConfigRead.build(row, _users(s, row.name))
 
     def apply(
-        self, data: dict[str, Any], /, *, actor: str = "system"
+        self, data: dict[str, Any], /, *, actor: str = "system", operator: bool = False
     ) -> tuple[OAuth2ConfigRead, bool]:
         name = data.get("name")
         if not isinstance(name, str) or not name.strip():
@@ -146,8 +187,8 @@ class OAuth2Configs:
         try:
             self.get(name)
         except NotFound:
-            return self.create(data, actor=actor), True
-        return self.update(name, data, actor=actor), False
+            return self.create(data, actor=actor, operator=operator), True
+        return self.update(name, data, actor=actor, operator=operator), False
 
     def delete(self, name: str, /, *, actor: str = "system") -> None:
         with self._sessions() as s:

@@ -36,7 +36,7 @@ from postroom.oauth2.schemas import OAuth2ConfigSpec
 from postroom.oauth2.tables import OAuth2Flow, OAuth2Pause, OAuth2Token, TokenState
 from postroom.outbox.schemas import DUE_STATES
 from postroom.profiles.service import name_key
-from postroom.secrets import SecretBox, resolve_secret
+from postroom.secrets import SecretBox
 
 __all__ = ["Snapshot", "TokenStore", "rotate_token_secrets"]
 
@@ -99,9 +99,8 @@ class TokenStore:
         box = self._box()
         secret = None
         if config.client_secret is not None:
-            secret = resolve_secret(
-                box.decrypt(config.client_secret, what=f"the client secret of '{config.name}'")
-            )
+            what = f"the client secret of '{config.name}'"
+            secret = box.references.resolve(box.decrypt(config.client_secret, what=what), what=what)
         base: dict[str, Any] = {
             "config_id": config.id,
             "name": config.name,

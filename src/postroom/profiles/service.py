@@ -27,12 +27,18 @@ from postroom.profiles.schemas import (
     parse_spec,
     warnings_for,
 )
-from postroom.secrets import SecretBox, resolve_secret
+from postroom.secrets import SecretBox
 
 __all__ = ["DEFAULT_PROFILE_KEY", "ProfileInUse", "ProfileService", "name_key"]
 
 DEFAULT_PROFILE_KEY = "default_profile_id"
 _SIDES = ("smtp", "imap")
+#: What identifies the server a stored password was saved for.
+_DESTINATION = ("host", "port", "security", "username")
+DESTINATION_CHANGED = (
+    "type the password again: the server changed (host, port, security or username), and a "
+    "stored password is only ever sent to the server it was saved for"
+)
 
 
 class ProfileInUse(Conflict):
@@ -55,6 +61,14 @@ def name_key(name: str) -> str:
 def _is_kept(secret: Any) -> bool:
     """An absent, empty or masked secret on input means "keep the stored one"."""
     return secret is None or secret == "" or secret == MASKED_SECRET
+
+
+def _destination(section: dict[str, Any]) -> tuple[Any, ...]:
+    host = section.get("host")
+    return (
+        host.casefold() if isinstance(host, str) else host,
+        *(section.get(key) for key in _DESTINATION[1:]),
+    )
 
 
 def _merge(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
@@ -143,29 +157,69 @@ class ProfileService:
         data = copy.deepcopy(row.spec)
         for side, column in (("smtp", row.smtp_password), ("imap", row.imap_password)):
             if data.get(side) is not None and column is not None:
-                plain = self._box.decrypt(column, what=f"the {side} password of '{row.name}'")
-                data[side]["password"] = resolve_secret(plain)
+                what = f"the {side} password of '{row.name}'"
+                plain = self._box.decrypt(column, what=what)
+                data[side]["password"] = self._box.references.resolve(plain, what=what)
         return ProfileSpec.model_validate(data)
 
-    def merged_spec(self, data: dict[str, Any], /, *, existing: str | None) -> ProfileSpec:
-        """Validate unsaved settings; secrets left empty or masked come from ``existing``.
+    def merged_spec(
+        self, data: dict[str, Any], /, *, existing: str | None, operator: bool = False
+    ) -> ProfileSpec:
+        """Validate unsaved settings, with secrets ready for use (references resolved).
 
-        Used to test settings before saving them ("Test SMTP" on an edit form).
+        Used to test settings before saving them ("Test SMTP" on an edit form). A secret
+        left empty or masked comes from ``existing`` — only while that side's destination
+        (host, port, security, username) is the stored one. A reference is accepted as
+        :meth:`create` accepts it (``operator``: the CLI). Raises ValidationError, or
+        SecretReferenceError when a reference cannot be read.
         """
         data = copy.deepcopy(data)
-        if existing is not None:
-            stored = self.spec_with_secrets(existing)
-            for side in _SIDES:
-                section = data.get(side)
-                stored_side = getattr(stored, side)
-                if isinstance(section, dict) and stored_side is not None:
-                    if _is_kept(section.get("password")):
-                        section["password"] = stored_side.password
+        given: dict[str, str] = {}
         for side in _SIDES:
             section = data.get(side)
-            if isinstance(section, dict) and section.get("password") == MASKED_SECRET:
-                section["password"] = None
-        return parse_spec(data)
+            if isinstance(section, dict):
+                secret = section.get("password")
+                if _is_kept(secret):
+                    section["password"] = None
+                elif isinstance(secret, str):
+                    given[side] = secret
+        spec = parse_spec(data)
+        row = None
+        if existing is not None:
+            with self._sessions() as s:
+                row = self._row(s, existing)
+        references = self._box.references
+        errors: list[FieldError] = []
+        secrets: dict[str, str] = {}
+        for side in _SIDES:
+            server = getattr(spec, side)
+            if server is None:
+                continue
+            if side in given:
+                reason = references.refusal(given[side], operator=operator)
+                if reason:
+                    errors.append(FieldError(f"{side}.password", reason))
+                else:
+                    secrets[side] = given[side]
+                continue
+            column = getattr(row, f"{side}_password") if row is not None else None
+            stored_side = row.spec.get(side) if row is not None else None
+            if column is None or not stored_side or server.auth is not AuthMethod.BASIC:
+                continue
+            if _destination(stored_side) != _destination(server.model_dump(mode="json")):
+                errors.append(FieldError(f"{side}.password", DESTINATION_CHANGED))
+                continue
+            assert row is not None
+            secrets[side] = self._box.decrypt(column, what=f"the {side} password of '{row.name}'")
+        if errors:
+            raise ValidationError(errors)
+        updates = {
+            side: getattr(spec, side).model_copy(
+                update={"password": references.resolve(secret, what=f"the {side} password")}
+            )
+            for side, secret in secrets.items()
+        }
+        return spec.model_copy(update=updates)
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -187,8 +241,15 @@ class ProfileService:
             raise ValidationError(errors)
 
     def _apply_secrets(
-        self, row: Profile, spec: ProfileSpec, raw: dict[str, Any], changed: set[str]
+        self,
+        row: Profile,
+        spec: ProfileSpec,
+        raw: dict[str, Any],
+        changed: set[str],
+        *,
+        operator: bool,
     ) -> None:
+        """Store the secrets of ``spec`` on ``row`` (whose ``spec`` is still the old one)."""
         errors = []
         for side in _SIDES:
             server = getattr(spec, side)
@@ -201,17 +262,35 @@ class ProfileService:
                     changed.add(f"{side}.password")
                 continue
             if isinstance(given, str) and not _is_kept(given):
+                reason = self._box.references.refusal(given, operator=operator)
+                if reason:
+                    errors.append(FieldError(f"{side}.password", reason))
+                    continue
                 setattr(row, column, self._box.encrypt(given))
                 changed.add(f"{side}.password")
             elif getattr(row, column) is None:
                 errors.append(FieldError(f"{side}.password", "is required when auth is 'basic'"))
+            elif _destination((row.spec or {}).get(side) or {}) != _destination(
+                server.model_dump(mode="json")
+            ):
+                errors.append(FieldError(f"{side}.password", DESTINATION_CHANGED))
         if errors:
             raise ValidationError(errors)
 
     def create(
-        self, data: dict[str, Any] | ProfileSpec, /, *, actor: str = "system"
+        self,
+        data: dict[str, Any] | ProfileSpec,
+        /,
+        *,
+        actor: str = "system",
+        operator: bool = False,
     ) -> ProfileRead:
-        """Create a profile; raises ValidationError or Conflict (name taken)."""
+        """Create a profile; raises ValidationError or Conflict (name taken).
+
+        ``operator``: the input comes from the operator (CLI flags, files the CLI read), so
+        a secret may be any ``env:``/``file:`` reference but postroom's own keys; otherwise
+        only a reference on the operator's allow-list (see :class:`SecretReferences`).
+        """
         raw = data.model_dump() if isinstance(data, ProfileSpec) else copy.deepcopy(data)
         spec = parse_spec(raw)
         with self._sessions() as s:
@@ -227,7 +306,7 @@ class ProfileService:
                 spec=_stored_spec(spec),
             )
             secrets: set[str] = set()
-            self._apply_secrets(row, spec, raw, secrets)
+            self._apply_secrets(row, spec, raw, secrets, operator=operator)
             if secrets:
                 row.secret_rotated_at = utcnow()
             s.add(row)
@@ -251,11 +330,14 @@ class ProfileService:
         version: int | None = None,
         force: bool = False,
         actor: str = "system",
+        operator: bool = False,
     ) -> ProfileRead:
         """Apply ``changes`` (a partial profile, merged field by field).
 
         ``version``, when given, must match the stored one, else StaleVersion. A secret
-        left out, empty or masked keeps the stored secret. Disabling a profile that is the
+        left out, empty or masked keeps the stored secret — only while that side's host,
+        port, security and username are unchanged; else ValidationError asks for it again.
+        ``operator`` as in :meth:`create`. Disabling a profile that is the
         default or bound raises Conflict naming the processes, unless ``force``.
         """
         changes = copy.deepcopy(changes)
@@ -286,7 +368,7 @@ class ProfileService:
                     FieldError("name", f"a profile named '{spec.name}' already exists")
                 )
             secrets: set[str] = set()
-            self._apply_secrets(row, spec, merged, secrets)
+            self._apply_secrets(row, spec, merged, secrets, operator=operator)
             new_spec = _stored_spec(spec)
             details = diff_fields(row.spec, new_spec, secrets=secrets)
             if not details:
@@ -308,7 +390,9 @@ class ProfileService:
             self._commit(s, spec.name)
             return self._read(row, self._default_id(s))
 
-    def apply(self, data: dict[str, Any], /, *, actor: str = "system") -> tuple[ProfileRead, bool]:
+    def apply(
+        self, data: dict[str, Any], /, *, actor: str = "system", operator: bool = False
+    ) -> tuple[ProfileRead, bool]:
         """Create or update by name; returns the profile and whether it was created."""
         name = data.get("name") if isinstance(data, dict) else None
         if not isinstance(name, str) or not name.strip():
@@ -316,7 +400,7 @@ class ProfileService:
         try:
             self.get(name)
         except NotFound:
-            return self.create(data, actor=actor), True
+            return self.create(data, actor=actor, operator=operator), True
         # apply describes the whole profile: sections it leaves out go back to defaults.
         full = parse_spec(
             {k: v for k, v in data.items() if k != "version"} | {"name": name}
@@ -325,7 +409,10 @@ class ProfileService:
             if full.get(side) is not None:
                 given = data.get(side) or {}
                 full[side]["password"] = given.get("password")
-        return self.update(name, full, version=data.get("version"), actor=actor), False
+        return (
+            self.update(name, full, version=data.get("version"), actor=actor, operator=operator),
+            False,
+        )
 
     def delete(
         self, name: str, /, *, force: bool = False, actor: str = "system"
