@@ -32,6 +32,7 @@ from postroom.diagnostics.steps import Code, Diagnosis
 from postroom.errors import (
     ConfigurationError,
     FieldError,
+    KeysNotRotated,
     SecretKeyError,
     SecretReferenceError,
     ValidationError,
@@ -52,7 +53,13 @@ from postroom.outbox.service import Outbox, SendRequest
 from postroom.profiles.bindings import BindingRead, Bindings, Explanation
 from postroom.profiles.schemas import LastTest
 from postroom.profiles.service import ProfileService
-from postroom.secrets import SecretBox, SecretReferences, load_keys, write_key_file
+from postroom.secrets import (
+    KeyRotation,
+    SecretBox,
+    SecretReferences,
+    load_keys,
+    write_key_file,
+)
 from postroom.settings import Settings, get_settings
 
 __all__ = ["Postroom"]
@@ -309,7 +316,9 @@ class Postroom:
 
         With a key file, a new key is generated and written first (old keys stay, so a
         crash midway leaves everything readable). With ``POSTROOM_SECRET_KEYS`` the operator
-        puts the new key first in the variable; this re-encrypts under it.
+        puts the new key first in the variable; this re-encrypts under it. A secret no
+        key decrypts is skipped, the rest is rotated and committed, then
+        :class:`KeysNotRotated` names the skipped ones (old keys are then not retired).
         """
         if self.settings.secret_keys:
             keys = self.box.keys
@@ -321,43 +330,58 @@ class Postroom:
         else:
             keys = [Fernet.generate_key().decode("ascii"), *self.box.keys]
             write_key_file(self.settings.key_file, keys)
-        box = SecretBox(keys, references=self.box.references)
-        count = 0
+        box = KeyRotation(keys, references=self.box.references)
         with self.sessions() as s:
             for profile in s.scalars(select(Profile)):
-                for column in ("smtp_password", "imap_password"):
-                    value = getattr(profile, column)
+                for side in ("smtp", "imap"):
+                    value = getattr(profile, f"{side}_password")
                     if value is not None:
-                        setattr(
-                            profile, column, box.rotate(value, what=f"{column} of {profile.name}")
-                        )
-                        count += 1
+                        what = f"the {side} password of profile '{profile.name}'"
+                        setattr(profile, f"{side}_password", box.rotate(value, what=what))
             for action_key in s.scalars(select(ActionKey)):
-                action_key.key = box.rotate(action_key.key)
-                count += 1
+                action_key.key = box.rotate(action_key.key, what=f"action key {action_key.kid}")
             for config in s.scalars(select(OAuth2Config)):
                 if config.client_secret is not None:
-                    config.client_secret = box.rotate(config.client_secret)
-                    count += 1
-            count += rotate_token_secrets(s, box)
-            count += rotate_webhook_secrets(s, box)
-            count += rotate_action_secrets(s, box)
+                    config.client_secret = box.rotate(
+                        config.client_secret,
+                        what=f"the client secret of OAuth2 configuration '{config.name}'",
+                    )
+            rotate_token_secrets(s, box)
+            rotate_webhook_secrets(s, box)
+            rotate_action_secrets(s, box)
+            count, skipped = box.rotated, list(box.skipped)
             check = s.get(SystemSetting, _KEY_CHECK)
             if check is not None and check.value:
-                check.value = box.rotate(check.value)
+                check.value = SecretBox(keys).rotate(check.value)
             record(
                 s,
                 actor=actor,
                 action="rotate_keys",
                 target_type="keys",
                 target="secret_keys",
-                details={"secrets": count, "retired_old": retire_old, "at": utcnow().isoformat()},
+                details={
+                    "secrets": count,
+                    "skipped": skipped,
+                    "retired_old": retire_old and not skipped,
+                    "at": utcnow().isoformat(),
+                },
             )
             s.commit()
-        if retire_old:
+        if retire_old and not skipped:
             write_key_file(self.settings.key_file, keys[:1])
-            box = SecretBox(keys[:1], references=self.box.references)
-        self._replace_box(box)
+            keys = keys[:1]
+        self._replace_box(SecretBox(keys, references=self.box.references))
+        if skipped:
+            raise KeysNotRotated(
+                f"Re-encrypted {count} secret(s), but no configured key decrypts "
+                f"{len(skipped)}; they were left as they were:\n"
+                + "\n".join(f"  - {what}" for what in skipped)
+                + "\nSet them again (e.g. `postroom profile edit NAME --password-stdin`), or "
+                "add the key they were encrypted with and rotate again."
+                + (" Old keys were not retired." if retire_old else ""),
+                rotated=count,
+                skipped=skipped,
+            )
         return count
 
     def _replace_box(self, box: SecretBox) -> None:

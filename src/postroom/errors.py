@@ -14,6 +14,7 @@ errors are mapped to these at exactly one boundary per adapter (``raise ... from
     ├── RateLimited                too many requests of one kind; try again later (HTTP 429)
     ├── ConfigurationError         settings or the secret key are missing or wrong (startup)
     │   └── SecretKeyError         a ciphertext cannot be decrypted with any configured key
+    │       └── KeysNotRotated     ``keys rotate`` re-encrypted the rest but skipped some secrets
     └── SecretReferenceError       an ``env:``/``file:`` secret reference cannot be resolved
 
 Messages are written for people: what happened and what to change. No message ever
@@ -28,6 +29,7 @@ __all__ = [
     "ConfigurationError",
     "Conflict",
     "FieldError",
+    "KeysNotRotated",
     "NotFound",
     "PermissionDenied",
     "PostroomError",
@@ -104,6 +106,18 @@ class ConfigurationError(PostroomError):
 
 class SecretKeyError(ConfigurationError):
     code = "secret_key_error"
+
+
+class KeysNotRotated(SecretKeyError):
+    """A key rotation re-encrypted ``rotated`` secrets but no key decrypts ``skipped`` ones
+    (named); those were left as they were and must be set again."""
+
+    code = "keys_not_rotated"
+
+    def __init__(self, message: str, *, rotated: int, skipped: list[str]) -> None:
+        super().__init__(message)
+        self.rotated = rotated
+        self.skipped = skipped
 
 
 class SecretReferenceError(PostroomError):

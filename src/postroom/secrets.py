@@ -23,7 +23,7 @@ from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
 from postroom.errors import SecretKeyError, SecretReferenceError
 
-__all__ = ["SecretBox", "SecretReferences", "is_reference", "load_keys"]
+__all__ = ["KeyRotation", "SecretBox", "SecretReferences", "is_reference", "load_keys"]
 
 _REFERENCE_PREFIXES = ("env:", "file:")
 #: Variables that hold postroom's own secrets; no reference may name them.
@@ -67,7 +67,7 @@ def load_keys(*, env_value: str | None, key_file: Path, create: bool = True) -> 
         return keys
     if not create:
         raise SecretKeyError(f"No secret key: set POSTROOM_SECRET_KEYS or restore {key_file}.")
-    key_file.parent.mkdir(parents=True, exist_ok=True)
+    key_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     key = Fernet.generate_key().decode("ascii")
     # O_EXCL: two processes starting at once must not each write a different key.
     try:
@@ -126,6 +126,28 @@ class SecretBox:
             raise SecretKeyError(
                 f"Cannot re-encrypt {what}: no configured key decrypts it."
             ) from None
+
+
+class KeyRotation(SecretBox):
+    """The box of a key rotation: :meth:`rotate` skips what no key decrypts, and remembers it.
+
+    One unreadable row (tampered, or from a lost key) must not stop every other secret
+    from moving to the new key; ``skipped`` names each one for the operator.
+    """
+
+    def __init__(self, keys: list[str], *, references: SecretReferences | None = None) -> None:
+        super().__init__(keys, references=references)
+        self.rotated = 0
+        self.skipped: list[str] = []
+
+    def rotate(self, ciphertext: str, *, what: str = "a stored secret") -> str:
+        try:
+            out = super().rotate(ciphertext, what=what)
+        except SecretKeyError:
+            self.skipped.append(what)
+            return ciphertext
+        self.rotated += 1
+        return out
 
 
 def is_reference(value: str) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sqlite3
 import stat
 import subprocess
 from pathlib import Path
@@ -14,6 +15,7 @@ from cryptography.fernet import Fernet
 from sqlalchemy import text
 
 from postroom import Postroom, SecretKeyError
+from postroom.errors import KeysNotRotated
 from postroom.settings import Settings
 from tests.conftest import basic_profile
 
@@ -169,3 +171,74 @@ def test_canary_never_reaches_logs_or_outputs(
         ]
     )
     assert CANARY not in everything
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+def test_database_and_wal_are_created_0600_in_a_0700_directory(sqlite_app: Postroom) -> None:
+    # outbox bodies (reset links), inbound mail and the audit log live in these files
+    sqlite_app.profiles.create(basic_profile())
+    sqlite_app.profiles.update("QA alerts", {"description": "touch the WAL"})
+    data_dir = sqlite_app.settings.data_dir
+    files = sorted(p.name for p in data_dir.iterdir() if p.name.startswith("postroom.db"))
+    assert files == ["postroom.db", "postroom.db-shm", "postroom.db-wal"], files
+    for name in files:
+        assert _mode(data_dir / name) == 0o600, name
+    assert _mode(data_dir) == 0o700
+
+
+def test_an_existing_readable_database_is_tightened_on_open(sqlite_app: Postroom) -> None:
+    sqlite_app.profiles.create(basic_profile())
+    settings = sqlite_app.settings
+    sqlite_app.close()
+    db = settings.data_dir / "postroom.db"
+    db.chmod(0o644)
+    reopened = Postroom.open(settings=settings)
+    try:
+        reopened.profiles.update("QA alerts", {"description": "write again"})
+        for path in settings.data_dir.glob("postroom.db*"):
+            assert _mode(path) == 0o600, path
+    finally:
+        reopened.close()
+
+
+def test_rotation_skips_and_names_a_row_no_key_decrypts(sqlite_app: Postroom) -> None:
+    sqlite_app.profiles.create(basic_profile())
+    sqlite_app.profiles.create(basic_profile("Broken one"))
+    foreign = Fernet(Fernet.generate_key()).encrypt(b"lost-key").decode()
+    with sqlite_app.engine.begin() as conn:
+        conn.execute(
+            text("UPDATE profiles SET smtp_password = :v WHERE name = 'Broken one'"),
+            {"v": foreign},
+        )
+    with pytest.raises(KeysNotRotated) as caught:
+        sqlite_app.rotate_keys(retire_old=True)
+    assert caught.value.skipped == ["the smtp password of profile 'Broken one'"]
+    assert "Broken one" in caught.value.message and "lost-key" not in caught.value.message
+    assert caught.value.rotated == 1
+    # the readable one moved to the new key (and was committed); the broken one is untouched
+    new_keys = sqlite_app.settings.key_file.read_text().split()
+    assert len(new_keys) == 2  # old keys not retired while something was skipped
+    with sqlite_app.engine.connect() as conn:
+        rows = dict(conn.execute(text("SELECT name, smtp_password FROM profiles")).all())
+    assert Fernet(new_keys[0].encode()).decrypt(rows["QA alerts"].encode()) == CANARY.encode()
+    assert rows["Broken one"] == foreign
+    assert sqlite_app.profiles.spec_with_secrets("QA alerts").smtp.password == CANARY
+
+
+def test_cli_keys_rotate_names_the_skipped_row_and_exits_1(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from postroom.cli import cli
+
+    app = Postroom.open(settings=Settings(data_dir=tmp_path))
+    app.profiles.create(basic_profile("Broken one"))
+    app.close()
+    with sqlite3.connect(tmp_path / "postroom.db") as conn:
+        conn.execute("UPDATE profiles SET smtp_password = 'gAAAAAtampered'")
+    r = CliRunner().invoke(cli, ["keys", "rotate"], env={"POSTROOM_DATA_DIR": str(tmp_path)})
+    assert r.exit_code == 1, r.output
+    assert "the smtp password of profile 'Broken one'" in r.output
+    assert "Traceback" not in r.output

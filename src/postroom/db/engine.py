@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -34,12 +36,35 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
+def private_sqlite_file(path: Path) -> None:
+    """Make the database file readable by its owner only, before SQLite opens it.
+
+    SQLite creates it 0644 (less the umask) and gives its ``-wal`` and ``-shm`` files the
+    database file's mode; they hold outbox bodies (reset links), inbound mail and the audit
+    log. A new file is created 0600 (in a 0700 directory when postroom creates that too);
+    an existing one that others can read is tightened, with its companions.
+    """
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        for name in (path, *(Path(f"{path}{suffix}") for suffix in ("-wal", "-shm", "-journal"))):
+            try:
+                mode = stat.S_IMODE(name.stat().st_mode)
+                if mode & 0o077:
+                    name.chmod(mode & 0o700)
+            except OSError:  # gone meanwhile, or another user's file: SQLite will say
+                continue
+    else:
+        os.close(fd)
+
+
 def make_engine(url: str) -> Engine:
     """Create an engine for ``url`` (``sqlite:///…`` or ``postgresql+psycopg://…``)."""
     if url.startswith("sqlite"):
-        path = url.split("///", 1)[-1]
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        path = url.split("///", 1)[-1].split("?", 1)[0]
+        if path and path != ":memory:" and not path.startswith("file:"):
+            private_sqlite_file(Path(path))
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 10})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine

@@ -380,7 +380,8 @@ def rotate_token_secrets(s: Session, box: SecretBox) -> int:
         for column in ("refresh_token", "access_token"):
             value = getattr(row, column)
             if value is not None:
-                setattr(row, column, box.rotate(value, what=f"an OAuth2 {column}"))
+                what = f"the OAuth2 {column} of configuration #{row.config_id}"
+                setattr(row, column, box.rotate(value, what=what))
                 count += 1
     for flow in s.scalars(select(OAuth2Flow).where(OAuth2Flow.used_at.is_(None))):
         flow.secret = box.rotate(flow.secret, what="an OAuth2 sign-in secret")
