@@ -303,3 +303,49 @@ def test_edit_to_a_new_destination_needs_the_password_again(run: Any) -> None:
         input="n3w\n",
     )  # fmt: skip
     assert r.exit_code == 0, r.output
+
+
+# -- IMAP certificate flags: the CLI reaches every field
+
+
+def _imap_add(name: str, *extra: str) -> list[str]:
+    return [
+        "profile", "add", name, "--smtp-host", "smtp.example.com",
+        "--from-address", "qa@example.com", "--imap-host", "127.0.0.1",
+        "--imap-username", "alice@postroom.test", "--imap-password-stdin", *extra,
+    ]  # fmt: skip
+
+
+@pytest.mark.mailservers
+def test_imap_ca_bundle_and_verification_flags(run: Any, tmp_path: Path, mail_servers: Any) -> None:
+    user = "alice@postroom.test"
+    args = _imap_add(
+        "Inbound", "--imap-port", str(mail_servers.ports["imaps"]),
+        "--imap-ca-bundle", str(mail_servers.ca_pem),
+    )  # fmt: skip
+    r = run(*args, input=mail_servers.users[user] + "\n")
+    assert r.exit_code == 0, r.output
+    shown = json.loads(run("profile", "show", "Inbound", "--json").output)
+    assert "BEGIN CERTIFICATE" in shown["imap"]["ca_bundle"]
+    assert shown["imap"]["verify_certificate"] is True
+    r = run("profile", "test", "Inbound", "--imap", "--json")
+    assert r.exit_code == 0 and json.loads(r.output)["ok"] is True, r.output  # trusted by CA
+    r = run("profile", "edit", "Inbound", "--no-imap-verify-certificate", "--imap-ca-bundle", "")
+    assert r.exit_code == 0, r.output
+    shown = json.loads(run("profile", "show", "Inbound", "--json").output)
+    assert shown["imap"]["verify_certificate"] is False and shown["imap"]["ca_bundle"] is None
+    assert "imap.verify_certificate" in r.output  # the warning says what is lost
+
+
+def test_imap_ca_bundle_bad_files_exit_2_with_the_field(run: Any, tmp_path: Path) -> None:
+    not_pem = tmp_path / "not.pem"
+    not_pem.write_text("hello, I am not a certificate\n")
+    binary = tmp_path / "binary.pem"
+    binary.write_bytes(b"\x00\xff\xfe binary")
+    unreadable = tmp_path / "unreadable.pem"
+    unreadable.mkdir()  # a directory cannot be read as a file, even by root
+    for path in (tmp_path / "missing.pem", not_pem, binary, unreadable):
+        r = run(*_imap_add("Inbound", "--imap-ca-bundle", str(path)), input="pw\n")
+        assert r.exit_code == 2, r.output
+        assert "imap.ca_bundle" in r.output, r.output
+    assert "Inbound" not in run("profile", "list").output

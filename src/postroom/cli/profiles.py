@@ -39,6 +39,24 @@ def _timeout(value: str | None, field: str) -> float | None | str:
         bad_input(field, f"'{value}' is not a number of seconds (or 'none' for no timeout)")
 
 
+def _pem_file(path: str, field: str) -> str:
+    """The PEM text of ``path`` ('' clears the bundle); the schema checks it is PEM."""
+    if not path:
+        return ""
+    from pathlib import Path
+
+    try:
+        return Path(path).read_text("ascii")
+    except OSError as exc:
+        bad_input(field, f"cannot read {path}: {exc.strerror}")
+    except UnicodeDecodeError:
+        bad_input(
+            field,
+            f"{path} is not PEM certificate text (-----BEGIN CERTIFICATE----- … "
+            "-----END CERTIFICATE-----)",
+        )
+
+
 def _put(target: dict[str, Any], path: str, value: Any) -> None:
     if value is None or value == "unset":
         return
@@ -184,6 +202,13 @@ def add_or_edit(
     imap_host: Annotated[str | None, Opt("--imap-host")] = None,
     imap_port: Annotated[int | None, Opt("--imap-port")] = None,
     imap_security: Annotated[str | None, Opt("--imap-security")] = None,
+    imap_verify_certificate: Annotated[
+        bool | None, Opt("--imap-verify-certificate/--no-imap-verify-certificate")
+    ] = None,
+    imap_ca_bundle: Annotated[
+        str | None,
+        Opt("--imap-ca-bundle", metavar="FILE", help="PEM file of a private CA to trust (IMAP)."),
+    ] = None,
     imap_auth: Annotated[str | None, Opt("--imap-auth")] = None,
     imap_username: Annotated[str | None, Opt("--imap-username")] = None,
     imap_password_stdin: Annotated[bool, Opt("--imap-password-stdin")] = False,
@@ -231,6 +256,7 @@ def add_or_edit(
         ("imap.host", imap_host),
         ("imap.port", imap_port),
         ("imap.security", imap_security),
+        ("imap.verify_certificate", imap_verify_certificate),
         ("imap.auth", imap_auth),
         ("imap.username", imap_username),
         ("imap.oauth2_config", imap_oauth2_config),
@@ -246,13 +272,9 @@ def add_or_edit(
             data.setdefault(path.split(".")[0], {})[path.split(".")[1]] = None
             continue
         _put(data, path, value)
-    if ca_bundle is not None:
-        from pathlib import Path
-
-        try:
-            _put(data, "smtp.ca_bundle", Path(ca_bundle).read_text("ascii") if ca_bundle else "")
-        except (OSError, UnicodeDecodeError) as exc:
-            bad_input("smtp.ca_bundle", f"cannot read {ca_bundle}: {exc}")
+    for field, pem_path in (("smtp.ca_bundle", ca_bundle), ("imap.ca_bundle", imap_ca_bundle)):
+        if pem_path is not None:
+            _put(data, field, _pem_file(pem_path, field))
     wants_smtp_password = (auth or "") == "basic" and not editing
     _put(
         data,

@@ -142,8 +142,9 @@ def hint_for(
         case Code.TLS_CERTIFICATE_UNTRUSTED:
             return (
                 "The server's certificate is not signed by a trusted authority. If your "
-                "organisation runs its own CA, paste its certificate into 'CA bundle'; turning "
-                "verification off is the last resort."
+                "organisation runs its own CA, give postroom its certificate: 'CA bundle' in the "
+                "form, ca_bundle in REST or files, --ca-bundle FILE / --imap-ca-bundle FILE on "
+                "the CLI; turning verification off is the last resort."
             )
         case Code.TLS_HOSTNAME_MISMATCH:
             return (
