@@ -5,9 +5,11 @@ from __future__ import annotations
 import copy
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import select, text
 
 from postroom import Conflict, NotFound, Postroom, StaleVersion, ValidationError
+from postroom.db.tables import Profile
+from postroom.errors import SecretReferenceError
 from tests.conftest import basic_profile
 
 CANARY = "CANARY-7f3a-secret"
@@ -250,3 +252,22 @@ def test_secret_references_resolve_at_use(app: Postroom, monkeypatch, tmp_path) 
 def test_not_found_is_clear(app: Postroom) -> None:
     with pytest.raises(NotFound, match="No profile named 'ghost'"):
         app.profiles.get("ghost")
+
+
+def test_a_stored_reference_to_postroom_keys_is_refused_at_use(app: Postroom) -> None:
+    """A reference stored before the rule (or written around it) is never resolved."""
+    from tests.integration.smtp_fakes import closed_port
+
+    # loopback: on code without the rule the test would really connect
+    app.profiles.create(basic_profile(host="127.0.0.1", port=closed_port(), security="none"))
+    for ref in (f"file:{app.settings.key_file}", "env:POSTROOM_SECRET_KEYS"):
+        with app.sessions() as s:
+            row = s.scalar(select(Profile))
+            assert row is not None
+            row.smtp_password = app.box.encrypt(ref)
+            s.commit()
+        with pytest.raises(SecretReferenceError, match="own secret keys"):
+            app.profiles.spec_with_secrets("QA alerts")
+        d = app.test_profile("QA alerts")
+        assert not d.ok and d.error is not None and d.error.code == "secret_unavailable"
+        assert [s.name for s in d.steps] == ["secret"]  # nothing was contacted
