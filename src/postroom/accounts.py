@@ -25,9 +25,10 @@ from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
 
 from postroom.addresses import check_addr_spec, check_single_line
 from postroom.audit import record
-from postroom.db.tables import Admin, ApiKey, Base, utcnow
+from postroom.db.tables import Admin, ApiKey, Base, Profile, utcnow
 from postroom.errors import FieldError, NotFound, ValidationError
 from postroom.profiles.service import name_key
+from postroom.senders import SenderScope
 
 __all__ = [
     "RESET_LIMIT",
@@ -72,6 +73,9 @@ class ApiKeyRead(BaseModel):
     name: str
     role: ApiRole
     prefix: str
+    #: the processes and profiles a sender key may send as (None: any)
+    processes: list[str] | None = None
+    profiles: list[str] | None = None
     created_at: datetime
     last_used_at: datetime | None
     revoked_at: datetime | None
@@ -120,10 +124,25 @@ class Principal(BaseModel):
     name: str
     role: str
     kind: str
+    #: an API key's id, and what it may send as (None: any)
+    key_id: int | None = None
+    processes: list[str] | None = None
+    profiles: list[str] | None = None
 
     @property
     def actor(self) -> str:
         return f"{self.kind}:{self.name}"
+
+    @property
+    def scope(self) -> SenderScope:
+        """What this caller may send as and read: a sender key only its own records."""
+        return SenderScope(
+            key_id=self.key_id,
+            name=self.name,
+            sees_all=self.role == ApiRole.ADMIN,
+            processes=tuple(self.processes) if self.processes is not None else None,
+            profiles=tuple(self.profiles) if self.profiles is not None else None,
+        )
 
 
 def _hash_key(key: str) -> str:
@@ -368,25 +387,63 @@ class Accounts:
 
     # -- API keys ---------------------------------------------------------------------------
 
-    def create_api_key(self, name: str, /, *, role: str, actor: str = "system") -> ApiKeyCreated:
-        """Create a key; the secret is in the result only, never stored or shown again."""
-        name = _check_name(name, "name")
+    def create_api_key(
+        self, name: str, /, *, role: str, processes: list[str] | None = None,
+        profiles: list[str] | None = None, actor: str = "system",
+    ) -> ApiKeyCreated:  # fmt: skip
+        """Create a key; the secret is in the result only, never stored or shown again.
+
+        A sender key may be limited to ``processes`` and ``profiles`` (names; None = any):
+        sending as anything else is refused with PermissionDenied. Raises ValidationError
+        listing every bad field (a taken name, an unknown profile, …)."""
+        errors: list[FieldError] = []
+        try:
+            name = _check_name(name, "name")
+        except ValidationError as exc:
+            errors += exc.errors
         if role not in ApiRole.__members__.values():
-            raise ValidationError(FieldError("role", "must be 'admin' or 'sender'"))
+            errors.append(FieldError("role", "must be 'admin' or 'sender'"))
+        elif role == ApiRole.ADMIN and (processes is not None or profiles is not None):
+            errors.append(
+                FieldError(
+                    "processes" if processes is not None else "profiles",
+                    "only a sender key can be limited: an admin key can change bindings anyway",
+                )
+            )
+        errors += _check_scope_list(processes, "processes", max_length=200)
+        errors += _check_scope_list(profiles, "profiles", max_length=100)
         key = _KEY_PREFIX + secrets.token_urlsafe(32)
         with self._sessions() as s:
-            if s.scalar(select(ApiKey.id).where(ApiKey.name == name)):
-                raise ValidationError(FieldError("name", f"an API key named '{name}' exists"))
-            row = ApiKey(name=name, role=role, prefix=key[:12], key_hash=_hash_key(key))
+            if profiles and not any(e.field == "profiles" for e in errors):
+                # stored as the profiles are named now (a renamed profile falls out of scope)
+                named = {
+                    r.name_key: r.name
+                    for r in s.scalars(
+                        select(Profile).where(Profile.name_key.in_([name_key(p) for p in profiles]))
+                    )
+                }
+                missing = [p for p in profiles if name_key(p) not in named]
+                if missing:
+                    errors.append(
+                        FieldError("profiles", f"no profile named {', '.join(map(repr, missing))}")
+                    )
+                profiles = [named.get(name_key(p), p) for p in profiles]
+            if not any(e.field == "name" for e in errors) and s.scalar(
+                select(ApiKey.id).where(ApiKey.name == name)
+            ):
+                errors.append(FieldError("name", f"an API key named '{name}' exists"))
+            if errors:
+                raise ValidationError(errors)
+            row = ApiKey(name=name, role=role, prefix=key[:12], key_hash=_hash_key(key),
+                         processes=processes, profiles=profiles)  # fmt: skip
             s.add(row)
-            record(
-                s,
-                actor=actor,
-                action="create",
-                target_type="api_key",
-                target=name,
-                details={"role": role},
-            )
+            details: dict[str, object] = {"role": role}
+            if processes is not None:
+                details["processes"] = processes
+            if profiles is not None:
+                details["profiles"] = profiles
+            record(s, actor=actor, action="create", target_type="api_key", target=name,
+                   details=details)  # fmt: skip
             s.commit()
             return ApiKeyCreated(
                 key=key, **ApiKeyRead.model_validate(row, from_attributes=True).model_dump()
@@ -412,8 +469,24 @@ class Accounts:
         with self._sessions() as s:
             for row in s.scalars(select(ApiKey).where(ApiKey.prefix == key[:12])):
                 if row.revoked_at is None and hmac.compare_digest(row.key_hash, _hash_key(key)):
-                    return Principal(name=row.name, role=row.role, kind="api")
+                    return Principal(name=row.name, role=row.role, kind="api", key_id=row.id,
+                                     processes=row.processes, profiles=row.profiles)  # fmt: skip
         return None
+
+
+def _check_scope_list(values: list[str] | None, field: str, *, max_length: int) -> list[FieldError]:
+    """Problems with a key's list of processes or profiles (None: no limit)."""
+    if values is None:
+        return []
+    if not isinstance(values, list) or not values or len(values) > 100:
+        return [FieldError(field, "give 1 to 100 names, or leave it out for no limit")]
+    errors = []
+    for value in values:
+        if not isinstance(value, str) or not value.strip() or len(value) > max_length:
+            errors.append(FieldError(field, f"each name is 1 to {max_length} characters"))
+        elif reason := check_single_line(value):
+            errors.append(FieldError(field, reason))
+    return errors[:1]
 
 
 @functools.cache

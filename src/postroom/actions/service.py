@@ -28,7 +28,13 @@ from postroom.actions.tables import ActionKey, ActionMessage, ActionRequest
 from postroom.actions.webhooks import check_webhook_url, deliver_decision
 from postroom.addresses import check_single_line, parse_mailbox
 from postroom.db.tables import Profile, utcnow
-from postroom.errors import FieldError, NotFound, SecretKeyError, ValidationError
+from postroom.errors import (
+    FieldError,
+    NotFound,
+    PermissionDenied,
+    SecretKeyError,
+    ValidationError,
+)
 from postroom.inbound.signing import new_secret
 from postroom.net.policy import NetPolicy
 from postroom.notify.plaintext import html_to_text
@@ -36,6 +42,7 @@ from postroom.outbox.service import Outbox, SendRequest
 from postroom.profiles.bindings import Bindings
 from postroom.profiles.service import name_key
 from postroom.secrets import SecretBox
+from postroom.senders import SenderScope
 
 __all__ = ["ActionRead", "Actions", "LinkCheck", "rotate_action_secrets"]
 
@@ -169,8 +176,14 @@ class Actions:
         expires_in_s: int = 7 * 86400,
         context: dict[str, Any] | None = None,
         webhook_url: str | None = None,
+        scope: SenderScope | None = None,
     ) -> ActionRead:
-        """Send the request (one mail per recipient) through the process's profile."""
+        """Send the request (one mail per recipient) through the process's profile.
+
+        With ``scope`` (an API key's): only as the key may send (else PermissionDenied);
+        the request and its mails record the key as their creator."""
+        if scope is not None:
+            scope.check_process(process)
         errors = []
         if not choices or len(choices) > 10:
             errors.append(FieldError("choices", "give 1 to 10 choices"))
@@ -207,6 +220,8 @@ class Actions:
         explanation = self._bindings.explain(process)
         if explanation.profile is None:
             raise ValidationError(FieldError("process", explanation.message))
+        if scope is not None:
+            scope.check_profile(explanation.profile, process=process)
         action_id = f"act_{secrets.token_hex(8)}"
         expires_at = utcnow() + timedelta(seconds=expires_in_s)
         kid, keys = self._keys()
@@ -219,6 +234,7 @@ class Actions:
                     subject=subject, choices=choices, recipients=addresses,
                     context=context or {}, expires_at=expires_at, webhook_url=webhook_url,
                     webhook_secret=self._box.encrypt(webhook_secret) if webhook_secret else None,
+                    created_by=scope.key_id if scope is not None else None,
                 )
             )  # fmt: skip
             s.commit()
@@ -246,8 +262,8 @@ class Actions:
                 )
             )  # fmt: skip
         try:
-            ids = self._outbox.send_many(requests)
-        except ValidationError:
+            ids = self._outbox.send_many(requests, scope=scope)
+        except (ValidationError, PermissionDenied):  # nothing was queued: no request either
             with self._sessions() as s:
                 s.delete(s.get(ActionRequest, action_id))
                 s.commit()
@@ -272,10 +288,11 @@ class Actions:
 
     # -- reading ----------------------------------------------------------------------------
 
-    def get(self, action_id: str, /) -> ActionRead:
+    def get(self, action_id: str, /, *, owner: int | None = None) -> ActionRead:
+        """One request; with ``owner``, only if that API key created it (else NotFound)."""
         with self._sessions() as s:
             row = s.get(ActionRequest, action_id)
-            if row is None:
+            if row is None or (owner is not None and row.created_by != owner):
                 raise NotFound(f"No action request with id {action_id}.")
             return _read(row)
 

@@ -34,6 +34,8 @@ class ActionRequest(Base):
     webhook_secret: Mapped[str | None] = mapped_column(Text, default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime] = mapped_column()
+    # the API key that created it (None: the Python API); a sender key reads only its own
+    created_by: Mapped[int | None] = mapped_column(Integer, default=None)
 
 
 class ActionMessage(Base):

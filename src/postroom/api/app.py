@@ -12,6 +12,7 @@ from postroom.api.errors import install_error_handlers
 from postroom.api.openapi import add_request_schemas
 from postroom.api.routes import (
     actions,
+    apikeys,
     audit,
     bindings,
     connection_tests,
@@ -70,6 +71,7 @@ def create_app(app: Postroom) -> FastAPI:
         actions,
         notify,
         inbound,
+        apikeys,
     ):
         v1.include_router(module.router)
     api.include_router(health.router)

@@ -193,11 +193,28 @@ def admin_create(
 def apikey_create(
     name: str,
     role: Annotated[str, typer.Option(help="admin | sender")] = "sender",
+    process: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--process", metavar="P", help="Limit a sender key to this process (repeatable)."
+        ),
+    ] = None,
+    profile: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--profile", metavar="NAME", help="Limit a sender key to this profile (repeatable)."
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Create an API key; it is printed once and cannot be shown again."""
+    """Create an API key; it is printed once and cannot be shown again.
+
+    A sender key reads only the messages and actions it created; with --process and
+    --profile it may also send only as those."""
     with opened() as app:
-        created = app.accounts.create_api_key(name, role=role, actor=CLI_ACTOR)
+        created = app.accounts.create_api_key(
+            name, role=role, processes=process or None, profiles=profile or None, actor=CLI_ACTOR
+        )
     if as_json:
         print_json(created)
     else:
@@ -223,12 +240,24 @@ def apikey_list(as_json: JsonOpt = False) -> None:
             k.prefix + "…",
             f"{k.created_at:%Y-%m-%d}",
             "revoked" if k.revoked_at else "active",
+            _scope_text(k.processes, k.profiles),
         ]
         for k in keys
     ]
     typer.echo(
-        table(rows, ["name", "role", "prefix", "created", "state"]) if rows else "No API keys."
+        table(rows, ["name", "role", "prefix", "created", "state", "limited to"])
+        if rows
+        else "No API keys."
     )
+
+
+def _scope_text(processes: list[str] | None, profiles: list[str] | None) -> str:
+    parts = []
+    if processes is not None:
+        parts.append("processes " + ", ".join(processes))
+    if profiles is not None:
+        parts.append("profiles " + ", ".join(profiles))
+    return "; ".join(parts) or "-"
 
 
 @apikey_app.command("revoke")

@@ -136,6 +136,9 @@ class ApiKey(Base):
     role: Mapped[str] = mapped_column(String(20))
     prefix: Mapped[str] = mapped_column(String(20), index=True)
     key_hash: Mapped[str] = mapped_column(String(128))
+    # what a sender key may send as (names; None = no limit), see accounts.SenderScope
+    processes: Mapped[list[str] | None] = mapped_column(JSON, default=None)
+    profiles: Mapped[list[str] | None] = mapped_column(JSON, default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_used_at: Mapped[datetime | None] = mapped_column(default=None)
     revoked_at: Mapped[datetime | None] = mapped_column(default=None)
@@ -195,6 +198,9 @@ class OutboxMessage(Base):
     last_error: Mapped[str | None] = mapped_column(Text, default=None)
     recipient_results: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     sent_at: Mapped[datetime | None] = mapped_column(default=None)
+    # the API key that queued it (None: the platform's own mail, the Python API); a sender
+    # key reads only its own messages
+    created_by: Mapped[int | None] = mapped_column(Integer, default=None)
 
     # Every index here is written when a message is stored, and each one holding
     # ``status`` again at each state change: kept to what the queries need
@@ -222,6 +228,14 @@ class OutboxMessage(Base):
             postgresql_where=text(ATTENTION_CONDITION),
         ),
         Index("ix_outbox_created", "created_at"),
+        # a sender key's own messages; partial: mail queued without a key adds no entry
+        Index(
+            "ix_outbox_created_by",
+            "created_by",
+            "id",
+            sqlite_where=text("created_by IS NOT NULL"),
+            postgresql_where=text("created_by IS NOT NULL"),
+        ),
     )
 
 

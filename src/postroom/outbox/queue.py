@@ -97,6 +97,8 @@ class Enqueue:
     envelope_from: str
     recipients: list[str]
     raw: bytes
+    #: the API key that queued it (None: no key), see postroom.senders
+    created_by: int | None = None
 
 
 @dataclass(slots=True)
@@ -131,7 +133,7 @@ class Delivery:
 _COLUMNS = (
     "profile_id", "profile_name", "process", "status", "priority", "created_at", "due_at",
     "deadline_at", "attempts", "message_id", "idempotency_key", "subject", "envelope_from",
-    "recipients",
+    "recipients", "created_by",
 )  # fmt: skip
 
 
@@ -176,6 +178,7 @@ def _params(items: Sequence[Enqueue]) -> builtins.list[dict[str, Any]]:
             "due_at": i.due_at, "deadline_at": i.deadline_at, "attempts": 0,
             "message_id": i.message_id, "idempotency_key": i.idempotency_key,
             "subject": i.subject, "envelope_from": i.envelope_from, "recipients": i.recipients,
+            "created_by": i.created_by,
         }
         for i in items
     ]  # fmt: skip
@@ -198,7 +201,7 @@ def _stage_sqlite(s: Session, items: Sequence[Enqueue]) -> builtins.list[int]:
         (
             i.profile_id, i.profile_name, i.process, queued, i.priority, now, when(i.due_at),
             when(i.deadline_at), 0, i.message_id, i.idempotency_key, i.subject,
-            i.envelope_from, as_json(i.recipients),
+            i.envelope_from, as_json(i.recipients), i.created_by,
         )
         for i in items
     ]  # fmt: skip
@@ -760,10 +763,12 @@ class OutboxQueue:
 
     # -- reading and control ----------------------------------------------------------------
 
-    def get(self, id: int, /) -> OutboxRead:
+    def get(self, id: int, /, *, owner: int | None = None) -> OutboxRead:
+        """One message with its attempts; with ``owner``, only if that API key created it
+        (another's is "not found" alike: its existence is not told either)."""
         with self._sessions() as s:
             row = s.get(OutboxMessage, id)
-            if row is None:
+            if row is None or (owner is not None and row.created_by != owner):
                 raise NotFound(f"No outbox message with id {id}.")
             attempts = s.scalars(
                 select(OutboxAttempt)
@@ -791,9 +796,11 @@ class OutboxQueue:
         since: datetime | None = None,
         until: datetime | None = None,
         limit: int = 100,
+        owner: int | None = None,
     ) -> Select[OutboxMessage]:
         """The messages with ``status``, of ``profile`` or ``process``, created in
-        [``since``, ``until``), newest first, at most ``limit`` (1 to 10,000)."""
+        [``since``, ``until``) (by the API key ``owner``), newest first, at most ``limit``
+        (1 to 10,000)."""
         q = (
             select(OutboxMessage)
             .order_by(OutboxMessage.id.desc())
@@ -811,6 +818,8 @@ class OutboxQueue:
             q = q.where(OutboxMessage.created_at >= since)
         if until:
             q = q.where(OutboxMessage.created_at < until)
+        if owner is not None:
+            q = q.where(_M.created_by == owner, _M.created_by.is_not(None))  # partial index
         return q
 
     def counts(self) -> dict[str, int]:

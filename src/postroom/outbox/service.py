@@ -18,6 +18,7 @@ from postroom.outbox.queue import DEFAULT_DEADLINE, Enqueue, OutboxQueue, stage
 from postroom.outbox.schemas import OutboxRead, OutboxSummary
 from postroom.profiles.schemas import SenderSettings
 from postroom.profiles.service import DEFAULT_PROFILE_KEY, name_key
+from postroom.senders import SenderScope
 from postroom.validation import validate_model
 
 __all__ = ["Outbox", "SendRequest", "Stager"]
@@ -79,7 +80,12 @@ class Outbox:
         req: SendRequest,
         cache: dict[tuple[str | None, str | None], _Resolved],
         now: datetime,
+        scope: SenderScope | None = None,
     ) -> Enqueue:
+        if scope is not None:  # what the key may send as, before anything is looked up
+            scope.check_process(req.process)
+            if req.profile:
+                scope.check_profile(req.profile)
         message = (
             req.message
             if isinstance(req.message, OutgoingMessage)
@@ -91,6 +97,8 @@ class Outbox:
         if key not in cache:
             cache[key] = self._resolve(s, req.profile, req.process)
         profile = cache[key]
+        if scope is not None:
+            scope.check_profile(profile.name, process=req.process)
         composed = compose(message, sender=profile.sender)
         due = req.send_at or now
         if due.tzinfo is None:
@@ -108,6 +116,7 @@ class Outbox:
             envelope_from=composed.envelope_from,
             recipients=composed.recipients,
             raw=composed.raw,
+            created_by=scope.key_id if scope is not None else None,
         )
 
     def send(
@@ -127,15 +136,20 @@ class Outbox:
         """
         return self.send_many([SendRequest(message, profile, process, idempotency_key, send_at)])[0]
 
-    def send_many(self, requests: Sequence[SendRequest], /) -> builtins.list[int]:
-        """Like :meth:`send` for a batch, in one transaction: all are stored or none."""
+    def send_many(
+        self, requests: Sequence[SendRequest], /, *, scope: SenderScope | None = None
+    ) -> builtins.list[int]:
+        """Like :meth:`send` for a batch, in one transaction: all are stored or none.
+
+        With ``scope`` (an API key's), each message must be within what the key may send
+        as (else PermissionDenied, nothing stored), and records the key as its creator."""
         cache: dict[tuple[str | None, str | None], _Resolved] = {}
         now = datetime.now(UTC)  # one time for the batch: it is stored in one transaction
         with self._sessions() as s:
             items = []
             for index, req in enumerate(requests):
                 try:
-                    items.append(self._prepare(s, req, cache, now))
+                    items.append(self._prepare(s, req, cache, now, scope))
                 except ValidationError as exc:
                     if len(requests) == 1:
                         raise
@@ -148,10 +162,12 @@ class Outbox:
         """Stage messages in the caller's transaction (they commit with the caller's rows)."""
         return Stager(self, session)
 
-    def get(self, id: int, /) -> OutboxRead:
-        return self.queue.get(id)
+    def get(self, id: int, /, *, owner: int | None = None) -> OutboxRead:
+        """One message; with ``owner``, only one that API key created (else NotFound)."""
+        return self.queue.get(id, owner=owner)
 
     def list(self, **filters: Any) -> builtins.list[OutboxSummary]:
+        """Newest first; ``owner=`` an API key's id keeps only the messages it created."""
         return self.queue.list(**filters)
 
     def retry(self, id: int, /) -> OutboxSummary:

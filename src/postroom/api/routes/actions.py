@@ -1,4 +1,5 @@
-"""``/actions``: create actionable emails and read their decisions (roles admin and sender)."""
+"""``/actions``: create actionable emails and read their decisions (roles admin and sender;
+a sender key within its processes and profiles, reading only what it created)."""
 
 from __future__ import annotations
 
@@ -53,7 +54,7 @@ def create(postroom: PostroomDep, principal: PrincipalDep, body: JsonObject) -> 
     return postroom.actions.create(
         process=body["process"], to=to, subject=body["subject"], choices=choices,
         text=body.get("text"), html_body=body.get("html"), expires_in_s=expires,
-        context=context, webhook_url=body.get("webhook_url"),
+        context=context, webhook_url=body.get("webhook_url"), scope=principal.scope,
     )  # fmt: skip
 
 
@@ -64,4 +65,5 @@ def create(postroom: PostroomDep, principal: PrincipalDep, body: JsonObject) -> 
     responses=error_responses((404, "No such action request")),
 )
 def get(action_id: str, postroom: PostroomDep, principal: PrincipalDep) -> ActionRead:
-    return postroom.actions.get(action_id)
+    """A sender key reads only the actions it created (others are 404, like missing ones)."""
+    return postroom.actions.get(action_id, owner=principal.scope.owner)

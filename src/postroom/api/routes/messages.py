@@ -1,4 +1,5 @@
-"""``/messages``: send (one or a batch), status, retry, cancel. Role ``sender`` may send."""
+"""``/messages``: send (one or a batch), status, retry, cancel. Role ``sender`` may send,
+within its key's processes and profiles, and reads only the messages it queued."""
 
 from __future__ import annotations
 
@@ -75,11 +76,11 @@ def send(postroom: PostroomDep, principal: PrincipalDep, body: JsonObject) -> Qu
         if len(items) > _BATCH_MAX:
             raise ValidationError(FieldError("messages", f"at most {_BATCH_MAX} per request"))
         ids = postroom.outbox.send_many(
-            [_request(m, f"messages.{i}.") for i, m in enumerate(items)]
+            [_request(m, f"messages.{i}.") for i, m in enumerate(items)], scope=principal.scope
         )
         return QueuedBatch(ids=ids)
     req = _request(body)
-    return Queued(id=postroom.outbox.send_many([req])[0])
+    return Queued(id=postroom.outbox.send_many([req], scope=principal.scope)[0])
 
 
 @router.get("", response_model=list[OutboxSummary], summary="Messages, newest first")
@@ -93,9 +94,10 @@ def list_messages(
     until: Annotated[datetime | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[OutboxSummary]:
+    # a sender key lists only the messages it queued
     return postroom.outbox.list(
         status=status.value if status else None, profile=profile, process=process,
-        since=since, until=until, limit=limit,
+        since=since, until=until, limit=limit, owner=principal.scope.owner,
     )  # fmt: skip
 
 
@@ -106,7 +108,8 @@ def list_messages(
     responses=error_responses((404, "No such message")),
 )
 def get_message(id: int, postroom: PostroomDep, principal: PrincipalDep) -> OutboxRead:
-    return postroom.outbox.get(id)
+    """A sender key reads only the messages it queued (others are 404, like missing ones)."""
+    return postroom.outbox.get(id, owner=principal.scope.owner)
 
 
 @router.post(

@@ -43,6 +43,7 @@ def post_event(postroom: PostroomDep, principal: PrincipalDep, body: JsonObject)
     data = body.get("data") or {}
     if not isinstance(data, dict):
         raise ValidationError(FieldError("data", "must be an object"))
+    principal.scope.check_process(_text(body, "process", required=False))  # a key's processes
     return postroom.notify(
         _text(body, "event") or "", process=_text(body, "process", required=False), data=data,
         idempotency_key=_text(body, "idempotency_key", required=False),
