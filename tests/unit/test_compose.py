@@ -260,3 +260,41 @@ def test_bad_content_types_are_refused(content_type: str) -> None:
             attachments=[{"filename": "f", "content_type": content_type, "content": b"d"}],  # type: ignore[list-item]
         )  # fmt: skip
     assert refused.value.errors()[0]["loc"] == ("attachments", 0, "content_type")
+
+
+# -- what receiving filters expect (issue 17 item 9) ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("given", "document"),
+    [
+        ("<p>Hi</p>", '<!DOCTYPE html>\n<html><head><meta charset="utf-8"></head><body><p>Hi</p></body></html>'),
+        ("<body><p>Hi</p></body>", '<!DOCTYPE html>\n<html><head><meta charset="utf-8"></head><body><p>Hi</p></body></html>'),
+        ("<HTML><p>Hi</p></HTML>", "<HTML><p>Hi</p></HTML>"),
+        ("<html\n lang=en><p>Hi</p></html>", "<html\n lang=en><p>Hi</p></html>"),
+        ("<htmlx>", '<!DOCTYPE html>\n<html><head><meta charset="utf-8"></head><body><htmlx></body></html>'),
+    ],
+)  # fmt: skip
+def test_an_html_fragment_becomes_a_document(given: str, document: str) -> None:
+    from postroom.notify.compose import html_document
+
+    assert html_document(given) == document
+
+
+def test_html_alone_goes_out_as_alternatives_with_a_text_part() -> None:
+    m = roundtrip(to=["bob@postroom.test"], subject="s", html="<p>Grüße, <b>Zoë</b></p>")
+    assert m.get_content_type() == "multipart/alternative"
+    text, html = m.iter_parts()
+    assert text.get_content_type() == "text/plain" and text.get_content().strip() == "Grüße, Zoë"
+    assert html.get_content().startswith("<!DOCTYPE html>")
+    for name in ("Date", "Message-ID", "MIME-Version", "From"):
+        assert m[name]
+
+
+def test_the_text_of_a_huge_html_body_is_made_from_its_beginning() -> None:
+    from postroom.notify.compose import MAX_HTML_FOR_TEXT, bodies
+
+    html = "<p>" + "word " * (MAX_HTML_FOR_TEXT // 5) + "</p><p>never read</p>"
+    text, _ = bodies(None, html)
+    assert text is not None and "never read" not in text
+    assert text.endswith("The rest of this message is in its HTML version.\n")

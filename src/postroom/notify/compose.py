@@ -30,6 +30,7 @@ from postroom.notify.mime import (
     longest_word_reason,
     render,
 )
+from postroom.notify.plaintext import html_to_text
 from postroom.profiles.schemas import SenderSettings
 
 __all__ = [
@@ -233,6 +234,49 @@ def _from_header(name: str, address: str) -> str:
     return address_header("From", [(name, address)])
 
 
+_HTML_ELEMENT = re.compile(r"<html[\s>]", re.IGNORECASE)
+_BODY_ELEMENT = re.compile(r"<body[\s>]", re.IGNORECASE)
+#: HTML read for the generated text part; the rest is pointed to (≈ 0.7 µs a character)
+MAX_HTML_FOR_TEXT = 2 * 1024 * 1024
+
+
+def html_document(html: str) -> str:
+    """``html`` as a complete document: a fragment (no ``<html>`` element) gets the
+    doctype, ``<html>``, a ``<head>`` declaring UTF-8 and, when it has none, ``<body>``.
+    Filters score bare fragments as spam; a document is left as it is."""
+    if _HTML_ELEMENT.search(html):
+        return html
+    head = '<!DOCTYPE html>\n<html><head><meta charset="utf-8"></head>'
+    if _BODY_ELEMENT.search(html):
+        return f"{head}{html}</html>"
+    return f"{head}<body>{html}</body></html>"
+
+
+_CACHED_HTML_CHARS = 64 * 1024  # larger bodies are converted each time, not kept
+
+
+def bodies(text: str | None, html: str | None) -> tuple[str | None, str | None]:
+    """The text and HTML parts to send. HTML alone goes out as multipart/alternative with
+    a text part made from it (mail readers that show text, screen readers and spam filters
+    read that part), and a fragment becomes a complete document."""
+    if html is None:
+        return text, None
+    if len(html) <= _CACHED_HTML_CHARS and len(text or "") <= _CACHED_HTML_CHARS:
+        return _bodies(text, html)
+    return _bodies.__wrapped__(text, html)
+
+
+@lru_cache(maxsize=64)
+def _bodies(text: str | None, html: str) -> tuple[str | None, str]:
+    """:func:`bodies`, cached: notifications from one template often share their bodies
+    word for word, and converting HTML costs more than the rest of composing."""
+    if text is None:
+        text = html_to_text(html[:MAX_HTML_FOR_TEXT])
+        if len(html) > MAX_HTML_FOR_TEXT:
+            text += "\n[…] The rest of this message is in its HTML version.\n"
+    return text, html_document(html)
+
+
 def compose(
     message: OutgoingMessage, *, sender: SenderSettings, now: datetime | None = None
 ) -> Composed:
@@ -258,10 +302,11 @@ def compose(
         headers += ["Importance: low", "X-Priority: 5"]
     headers += [encode_header(name, value) for name, value in message.headers.items()]
     # render makes every line end CRLF, and checks that no bare CR or LF is left
+    text, html = bodies(message.text, message.html)
     raw = render(
         headers,
-        message.text,
-        message.html,
+        text,
+        html,
         [Part(a.content, a.content_type, a.filename) for a in message.attachments],
     )
     recipients = [parse_mailbox(a)[1] for a in (*message.to, *message.cc, *message.bcc)]
