@@ -37,6 +37,7 @@ from postroom.errors import (
     SecretReferenceError,
     ValidationError,
 )
+from postroom.hmac_keys import HmacKeys
 from postroom.inbound.schemas import InboundEvent
 from postroom.inbound.service import Inbound
 from postroom.inbound.webhooks import rotate_webhook_secrets
@@ -97,7 +98,8 @@ class Postroom:
         self.oauth2_lifecycle = lifecycle_for(self)  # tokens, sign-ins; SMTP/IMAP use it
         self.accounts = Accounts(sessions)
         self.audit = AuditLog(sessions)
-        self.outbox = Outbox(sessions, OutboxQueue(sessions))
+        self.hmac_keys = HmacKeys(sessions, box)  # action links, bounce tokens
+        self.outbox = Outbox(sessions, OutboxQueue(sessions), bounce_keys=self.hmac_keys)
         self.limits = Limits(sessions)
         self.templates = Templates(sessions)
         self.notifications = Notifier(
@@ -137,6 +139,7 @@ class Postroom:
                 upgrade(engine)
             sessions = make_sessionmaker(engine)
             box = _open_box(settings, sessions)
+            HmacKeys(sessions, box).current()  # exists before mail is sent (bounce tokens)
         except ConfigurationError:
             engine.dispose()
             raise
@@ -175,10 +178,7 @@ class Postroom:
         self.close()
 
     def _decide_by_reply(self, event: InboundEvent) -> None:
-        self.actions.decide_by_reply(
-            from_address=event.from_address, subject=event.subject, text=event.text,
-            in_reply_to=event.in_reply_to, references=event.references,
-        )  # fmt: skip
+        self.actions.decide_by_reply(event)
 
     # -- which profile a process uses ---------------------------------------------------------
 
@@ -389,6 +389,7 @@ class Postroom:
         self.profiles = ProfileService(self.sessions, box)
         self.oauth2 = OAuth2Configs(self.sessions, box)
         self.actions._box = box
+        self.hmac_keys.replace_box(box)
         self.inbound.replace_box(box)
 
 

@@ -6,6 +6,7 @@ import asyncio
 import email
 import re
 import time
+from datetime import UTC, datetime
 from email import policy
 from typing import Any
 
@@ -15,6 +16,7 @@ from fastapi.testclient import TestClient
 from postroom import Postroom, ValidationError
 from postroom.actions.service import ActionRead
 from postroom.api import create_app
+from postroom.inbound.schemas import InboundEvent
 from postroom.outbox.worker import Worker
 from tests.integration.smtp_fakes import raw_sink
 
@@ -144,35 +146,59 @@ def test_mail_carries_links_and_auto_headers(app: Postroom) -> None:
     assert a.links["approve"] in body.replace("=\n", "") or a.links["approve"] in body
 
 
-def test_reply_decides_when_threaded_and_from_the_recipient(app: Postroom) -> None:
-    setup(app, 1)
-    a = create(app)
-    mid = app.outbox.get(app.outbox.list()[0].id).message_id
-    assert (
-        app.actions.decide_by_reply(
-            from_address="mallory@postroom.test",
-            subject="Re: x",
-            text="approve",
-            in_reply_to=mid,
-            references=[],
-        )
-        is None
-    )
-    wrong_word = app.actions.decide_by_reply(
-        from_address="lead@postroom.test",
-        subject="Re: x",
-        text="maybe later",
-        in_reply_to=mid,
-        references=[],
-    )
-    assert wrong_word is not None and not wrong_word.ok
-    check = app.actions.decide_by_reply(
-        from_address="Lead@Postroom.test", subject=f"Re: Deploy [#{a.id}]",
-        text="> quoted approve\nReject. Not before the freeze ends.", in_reply_to=None, references=[],
+def reply_event(app: Postroom, **over: Any) -> InboundEvent:
+    fields: dict[str, Any] = {
+        "id": 1, "profile": "Approvals", "folder": "INBOX", "uid": 1,
+        "received_at": datetime.now(UTC), "message_id": "<r@x>", "subject": "Re: x",
+        "from_address": "lead@postroom.test", "to": [], "cc": [], "date": None,
+        "in_reply_to": None, "references": [], "headers": [], "text": "approve",
+        "html": None, "size": 100, "attachments": [],
+    }  # fmt: skip
+    return InboundEvent(**{**fields, **over})
+
+
+def test_reply_decides_only_with_the_recipients_reply_token(app: Postroom) -> None:
+    # behaviour changed on purpose: From and the subject's [#act_…] proved nothing, so a
+    # reply now needs the token of the recipient's reply address (issue 16 item 2)
+    with raw_sink() as sink:
+        setup(app, sink.port)
+        a = create(app)
+        asyncio.run(Worker(app, poll_s=0.05).run(drain=True))
+    request = email.message_from_bytes(sink.data[0], policy=policy.default)
+    reply_to = str(request["Reply-To"])
+    assert reply_to.startswith("approvals+act-") and reply_to.endswith("@postroom.test")
+    mid = str(request["Message-ID"])
+    forged = app.actions.decide_by_reply(
+        reply_event(app, subject=f"Re: Deploy [#{a.id}]", in_reply_to=mid, to=["approvals@postroom.test"])
     )  # fmt: skip
+    assert forged is not None and not forged.ok and forged.reason == "refused"
+    mallory = app.actions.decide_by_reply(reply_event(app, from_address="m@x.test", to=[reply_to]))
+    assert mallory is not None and not mallory.ok
+    dmarc = app.actions.decide_by_reply(reply_event(app, to=[reply_to], headers=[
+        ("Authentication-Results", "mx.postroom.test; dmarc=fail header.from=postroom.test"),
+        ("Authentication-Results", "forged.example; dmarc=pass")]))  # fmt: skip
+    assert dmarc is not None and not dmarc.ok
+    wrong_word = app.actions.decide_by_reply(reply_event(app, to=[reply_to], text="maybe later"))
+    assert wrong_word is not None and not wrong_word.ok
+    assert app.actions.decide_by_reply(reply_event(app, subject="Hello", to=["x@y.test"])) is None
+    check = app.actions.decide_by_reply(reply_event(
+        app, from_address="Lead@Postroom.test", to=[reply_to.upper()],
+        text="> quoted approve\nReject. Not before the freeze ends.",
+    ))  # fmt: skip
     assert check is not None and check.ok
     got = app.actions.get(a.id)
-    assert (got.decision, got.decided_via) == ("reject", "reply")
+    assert (got.decision, got.decided_via, got.decided_by) == (
+        "reject",
+        "reply",
+        "lead@postroom.test",
+    )
+    reasons = [r.reason or "" for r in got.replies]
+    assert [r.outcome for r in got.replies] == ["refused"] * 4 + ["decided"]
+    assert "no reply token" in reasons[0] and "From is not" in reasons[1]
+    assert "dmarc=fail" in reasons[2] and "first word" in reasons[3]
+    late = app.actions.decide_by_reply(reply_event(app, to=[reply_to], text="approve"))
+    assert late is not None and not late.ok
+    assert app.actions.get(a.id).replies[-1].outcome == "late"
 
 
 def test_bad_requests_are_refused_and_nothing_is_kept(app: Postroom) -> None:

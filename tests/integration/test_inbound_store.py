@@ -15,6 +15,7 @@ from postroom.inbound.bounces import Bounce, RecipientStatus
 from postroom.inbound.mailboxes import LeaseLost
 from postroom.inbound.schemas import InboundStatus, ListenerState
 from postroom.inbound.store import Location
+from postroom.outbox.bounce_tokens import make_token
 from tests.conftest import basic_profile
 from tests.integration.test_inbound_support import inbound
 
@@ -99,9 +100,18 @@ def test_a_bounce_marks_only_a_sent_message(app: Postroom) -> None:
     dsn = parse_inbound(b"From: MAILER-DAEMON@x\r\nSubject: Undelivered\r\n\r\nx\r\n")
     assert isinstance(dsn, Parsed)
     failed = RecipientStatus("bob@example.com", "failed", "5.1.1", "550 5.1.1 no such user")
-    for uid, outbox_id in ((1, sent), (2, queued)):
+    sent_id = app.outbox.get(sent).message_id
+    # a notice without the message's bounce token, and one with another message's token,
+    # are stored as refused and change nothing (notices are only believed with a token)
+    other = make_token(*app.hmac_keys.current(), app.outbox.get(queued).message_id)
+    for uid, tokens in ((1, []), (2, [other])):
+        service.store.store(where, uid, dsn, size=10 + uid, sha256=str(uid) * 64,
+                            bounce=Bounce(sent_id, [failed], tokens=tokens))  # fmt: skip
+    assert app.outbox.get(sent).status == "sent"
+    for uid, outbox_id in ((3, sent), (4, queued)):
         message_id = app.outbox.get(outbox_id).message_id
-        bounce = Bounce(message_id, [failed])
+        token = make_token(*app.hmac_keys.current(), message_id)
+        bounce = Bounce(message_id, [failed], tokens=[token])
         store_id = service.store.store(
             where, uid, dsn, size=10 + uid, sha256=str(uid) * 64, bounce=bounce
         )
@@ -110,5 +120,13 @@ def test_a_bounce_marks_only_a_sent_message(app: Postroom) -> None:
     assert bounced.status == "bounced" and bounced.last_code == 550
     assert bounced.last_error == "bob@example.com: 5.1.1 550 5.1.1 no such user"
     assert untouched.status == "queued"
-    events = [service.get(m.id) for m in service.list()]
-    assert sorted(e.bounce.outbox_id or 0 for e in events if e.bounce) == [0, sent]
+    events = sorted((service.get(m.id) for m in service.list()), key=lambda e: e.uid)
+    infos = [e.bounce for e in events if e.bounce]
+    assert [(b.authenticated, b.outbox_id) for b in infos] == [
+        (False, None),
+        (False, None),
+        (True, sent),
+        (True, None),
+    ]
+    assert "no X-Postroom-Bounce token" in str(infos[0].refused)
+    assert "does not match" in str(infos[1].refused)

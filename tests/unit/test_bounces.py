@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from postroom.inbound.bounces import detect_bounce
+from postroom.outbox.bounce_tokens import make_token, stamp, token_ok
 
 DSN = (
     b"From: MAILER-DAEMON@mx.postroom.test (Mail Delivery System)\r\n"
@@ -52,3 +53,25 @@ def test_non_standard_bounce_matched_by_quoted_message_id() -> None:
 
 def test_ordinary_mail_is_not_a_bounce() -> None:
     assert detect_bounce(b"From: bob@postroom.test\r\nSubject: approve\r\n\r\napprove\r\n") is None
+
+
+def test_a_notice_is_believed_only_with_the_token_of_the_message_it_reports() -> None:
+    keys = {"k1": b"k" * 32, "k2": b"j" * 32}
+    token = make_token("k2", keys["k2"], "<orig-123@postroom.test>")
+    stamped = DSN.replace(b"From: robot@", f"X-Postroom-Bounce: {token}\r\nFrom: robot@".encode())
+    b = detect_bounce(stamped)
+    assert b is not None and b.tokens == [token]
+    assert token_ok(token, "<orig-123@postroom.test>", keys)
+    assert not token_ok(token, "<other@postroom.test>", keys)  # bound to its Message-ID
+    assert not token_ok(token, "<orig-123@postroom.test>", {"k1": keys["k1"]})  # unknown key
+    assert not token_ok("k2." + "A" * 43, "<orig-123@postroom.test>", keys)
+    assert not token_ok("garbage", "<orig-123@postroom.test>", keys)
+    # a token in the notice's own headers is not one it returns
+    own = f"X-Postroom-Bounce: {token}\r\n".encode() + DSN
+    assert detect_bounce(own).tokens == []  # type: ignore[union-attr]
+    assert detect_bounce(DSN).tokens == []  # type: ignore[union-attr]
+
+
+def test_stamped_messages_end_their_headers_with_the_token() -> None:
+    raw = stamp(b"From: a@b.test\r\nSubject: x\r\n\r\nbody\r\n", "k1.abc")
+    assert raw == b"From: a@b.test\r\nSubject: x\r\nX-Postroom-Bounce: k1.abc\r\n\r\nbody\r\n"

@@ -1,9 +1,10 @@
 """Actionable emails: a request with choices, one signed link per choice and recipient.
 
 Links lead to a confirmation page (GET changes nothing: mail scanners fetch links); the
-POST from that page decides, once. A reply whose first word is a choice, threaded to the
-request and sent by an addressed recipient, decides too. The decision reaches the
-process by callback, webhook and ``GET /api/v1/actions/{id}``.
+POST from that page decides, once. A reply whose first word is a choice decides too, when
+it proves it comes from the recipient (see :mod:`postroom.actions.replies`); every reply
+to a request is recorded, refused ones with the reason. The decision reaches the process
+by callback, webhook and ``GET /api/v1/actions/{id}``.
 """
 
 from __future__ import annotations
@@ -20,11 +21,20 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from postroom.actions.links import Invalid, LinkClaims, recipient_hash, sign, verify
-from postroom.actions.tables import ActionKey, ActionMessage, ActionRequest
+from postroom.actions.replies import (
+    DELIVERY_HEADERS,
+    ReplyRead,
+    auth_verdict,
+    new_reply_token,
+    reply_address,
+    token_hash,
+    tokens_in,
+)
+from postroom.actions.tables import ActionKey, ActionMessage, ActionReply, ActionRequest
 from postroom.actions.webhooks import check_webhook_url, deliver_decision
 from postroom.addresses import check_single_line, parse_mailbox
 from postroom.db.tables import Profile, utcnow
@@ -35,11 +45,14 @@ from postroom.errors import (
     SecretKeyError,
     ValidationError,
 )
+from postroom.inbound.schemas import InboundEvent
 from postroom.inbound.signing import new_secret
+from postroom.inbound.text import clean
 from postroom.net.policy import NetPolicy
 from postroom.notify.plaintext import html_to_text
 from postroom.outbox.service import Outbox, SendRequest
 from postroom.profiles.bindings import Bindings
+from postroom.profiles.schemas import SenderSettings
 from postroom.profiles.service import name_key
 from postroom.secrets import SecretBox
 from postroom.senders import SenderScope
@@ -51,6 +64,7 @@ log = logging.getLogger("postroom.actions")
 _CHOICE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,39}$")
 _SUBJECT_TOKEN = re.compile(r"\[#(act_[0-9a-f]{16})\]")
 MAX_EXPIRY_S = 90 * 86400
+MAX_REPLIES = 100  # recorded per request: a flood of forged replies cannot grow it further
 
 
 class ActionRead(BaseModel):
@@ -66,6 +80,10 @@ class ActionRead(BaseModel):
     decided_by: str | None
     decided_via: str | None
     decided_at: datetime | None
+    #: for a decision by reply: what the receiving server's Authentication-Results said
+    decided_auth: str | None = None
+    #: every reply to the request: the one that decided, and refused ones with the reason
+    replies: list[ReplyRead] = []
     created_at: datetime
     expires_at: datetime
     #: the first recipient's link per choice (the whole map is in links_by_recipient)
@@ -88,6 +106,21 @@ class LinkCheck(BaseModel):
     recipient: str | None = None
 
 
+def _read_full(s: Session, row: ActionRequest) -> ActionRead:
+    read = _read(row)
+    rows = s.scalars(
+        select(ActionReply).where(ActionReply.action_id == row.id).order_by(ActionReply.id)
+    )
+    read.replies = [
+        ReplyRead(
+            received_at=r.received_at, inbound_id=r.inbound_id, from_address=r.from_address,
+            outcome=r.outcome, reason=r.reason, authentication=r.authentication,
+        )
+        for r in rows
+    ]  # fmt: skip
+    return read
+
+
 def _read(row: ActionRequest) -> ActionRead:
     status = row.status
     if status == "pending" and utcnow() >= row.expires_at:
@@ -96,7 +129,8 @@ def _read(row: ActionRequest) -> ActionRead:
         id=row.id, status=status, process=row.process, profile=row.profile_name,
         subject=row.subject, choices=list(row.choices), recipients=list(row.recipients),
         context=dict(row.context or {}), decision=row.decision, decided_by=row.decided_by,
-        decided_via=row.decided_via, decided_at=row.decided_at, created_at=row.created_at,
+        decided_via=row.decided_via, decided_at=row.decided_at, decided_auth=row.decided_auth,
+        created_at=row.created_at,
         expires_at=row.expires_at, webhook_url=row.webhook_url, webhook_status=row.webhook_status,
     )  # fmt: skip
 
@@ -164,6 +198,15 @@ class Actions:
             )
         return base.rstrip("/")
 
+    def _reply_mailbox(self, s: Session, profile_name: str) -> str:
+        """The address of the mailbox replies come back to: the profile's Reply-To, else
+        its From address (the mailbox the request was sent from)."""
+        row = s.scalar(select(Profile).where(Profile.name_key == name_key(profile_name)))
+        if row is None:
+            raise ValidationError(FieldError("process", f"no profile named '{profile_name}'"))
+        sender = SenderSettings.model_validate(row.spec["sender"])
+        return parse_mailbox(sender.reply_to or sender.from_address)[1]
+
     def create(
         self,
         *,
@@ -228,6 +271,7 @@ class Actions:
         webhook_secret = new_secret() if webhook_url else None
         with self._sessions() as s:
             base = self._base_url(s, explanation.profile)
+            mailbox = self._reply_mailbox(s, explanation.profile)
             s.add(
                 ActionRequest(
                     id=action_id, process=process, profile_name=explanation.profile,
@@ -242,6 +286,8 @@ class Actions:
         requests = []
         # the HTML's text is made once per action (in linear time), not once per recipient
         intro = text if text is not None else html_to_text(html_body or "")
+        # one reply token per recipient: only that recipient's mail names its address
+        tokens = {address: new_reply_token() for address in addresses}
         for address in addresses:
             mine = {
                 c: f"{base}/actions/{sign(LinkClaims(action_id, c, recipient_hash(address), int(expires_at.timestamp())), key_id=kid, key=keys[kid])}"
@@ -252,6 +298,7 @@ class Actions:
                 SendRequest(
                     {
                         "to": [address],
+                        "reply_to": reply_address(mailbox, tokens[address]),
                         "subject": f"{subject} [#{action_id}]",
                         "text": _text_with_links(intro, mine, expires_at),
                         "html": _html_with_links(html_body, mine, expires_at) if html_body else None,
@@ -277,6 +324,7 @@ class Actions:
                         recipient=address,
                         message_id=m.message_id,
                         outbox_id=outbox_id,
+                        reply_token_hash=token_hash(tokens[address]),
                     )
                 )
             s.commit()
@@ -294,7 +342,7 @@ class Actions:
             row = s.get(ActionRequest, action_id)
             if row is None or (owner is not None and row.created_by != owner):
                 raise NotFound(f"No action request with id {action_id}.")
-            return _read(row)
+            return _read_full(s, row)
 
     def subscribe(self, callback: Callable[[ActionRead], None]) -> None:
         """Call ``callback`` in this process with each decision."""
@@ -340,7 +388,16 @@ class Actions:
             return check
         return self._decide(check.action.id, check.choice, check.recipient, "link")
 
-    def _decide(self, action_id: str, choice: str, recipient: str, via: str) -> LinkCheck:
+    def _decide(
+        self,
+        action_id: str,
+        choice: str,
+        recipient: str,
+        via: str,
+        *,
+        auth: str | None = None,
+        reply: InboundEvent | None = None,
+    ) -> LinkCheck:
         now = utcnow()
         with self._sessions() as s:
             result = s.execute(
@@ -356,13 +413,19 @@ class Actions:
                     decided_by=recipient,
                     decided_via=via,
                     decided_at=now,
+                    decided_auth=auth,
                 )
             )
+            decided = result.rowcount == 1  # type: ignore[attr-defined]
+            if reply is not None:  # recorded with the decision: one transaction
+                s.add(_reply_row(action_id, reply, "decided" if decided else "late",
+                                 None if decided else "the request was decided or had expired",
+                                 auth or ""))  # fmt: skip
             s.commit()
             row = s.get(ActionRequest, action_id)
             assert row is not None
-            action = _read(row)
-        if result.rowcount != 1:  # type: ignore[attr-defined]
+            action = _read_full(s, row)
+        if not decided:
             reason = "decided" if action.status == "decided" else "expired"
             return LinkCheck(
                 ok=False, reason=reason, action=action, choice=choice, recipient=recipient
@@ -370,41 +433,87 @@ class Actions:
         self._announce(action, row.webhook_url)
         return LinkCheck(ok=True, action=action, choice=choice, recipient=recipient)
 
-    def decide_by_reply(
-        self,
-        *,
-        from_address: str | None,
-        subject: str,
-        text: str | None,
-        in_reply_to: str | None,
-        references: list[str],
-    ) -> LinkCheck | None:
-        """Decide from a reply: threaded to the request, from an addressed recipient,
-        first word a choice. None when the message is not a reply to any request."""
-        if not from_address:
-            return None
-        sender = from_address.strip().lower()
+    def decide_by_reply(self, event: InboundEvent, /) -> LinkCheck | None:
+        """Decide from a received reply; None when it is not a reply to any request.
+
+        The reply must have been sent to a recipient's reply address (its token names the
+        request and the recipient), arrive on the mailbox of the request's profile, come
+        ``From`` that recipient, not fail DMARC by the receiving server's verdict, and
+        start with a choice. Every reply to a request is recorded, refused ones with why.
+        """
+        delivered = [v for k, v in event.headers if k.strip().lower() in DELIVERY_HEADERS]
+        found = tokens_in([*event.to, *event.cc, *delivered])
+        verdict = auth_verdict(event.headers)
+        sender = (event.from_address or "").strip().lower()
         with self._sessions() as s:
-            ids = [i for i in [in_reply_to, *references] if i]
             msg = (
-                s.scalar(select(ActionMessage).where(ActionMessage.message_id.in_(ids)))
-                if ids
+                s.scalar(
+                    select(ActionMessage).where(
+                        ActionMessage.reply_token_hash.in_([token_hash(t) for t in found])
+                    )
+                )
+                if found
                 else None
             )
-            action_id = msg.action_id if msg else None
-            if action_id is None:
-                found = _SUBJECT_TOKEN.search(subject or "")
-                action_id = found.group(1) if found else None
+            action_id = msg.action_id if msg else self._threaded_to(s, event)
             if action_id is None:
                 return None
             row = s.get(ActionRequest, action_id)
-            if row is None or sender not in row.recipients:
+            if row is None:
                 return None
             choices = {c.lower(): c for c in row.choices}
-        word = _first_word(text or "")
-        if word is None or word.lower() not in choices:
-            return LinkCheck(ok=False, reason="invalid", action=self.get(action_id))
-        return self._decide(action_id, choices[word.lower()], sender, "reply")
+            profile = row.profile_name
+        refused = None
+        if msg is None:
+            refused = (
+                "no reply token: the reply was not sent to the reply address this request "
+                "gave its recipient (From and the subject prove nothing)"
+            )
+        elif name_key(event.profile) != name_key(profile):
+            refused = (
+                f"arrived on the mailbox of profile '{event.profile}', but the request was "
+                f"sent from '{profile}'"
+            )
+        elif sender != msg.recipient:
+            refused = f"From is not {msg.recipient}, the recipient this reply address was given to"
+        elif verdict.dmarc_failed:
+            refused = (
+                f"the receiving server's Authentication-Results say dmarc=fail ({verdict.text})"
+            )
+        word = _first_word(event.text or "")
+        if refused is None and (word is None or word.lower() not in choices):
+            refused = f"the first word is not one of the choices ({', '.join(choices.values())})"
+        if refused is not None or msg is None or word is None:
+            self._record_reply(action_id, event, "refused", refused, verdict.text)
+            log.warning("a reply to %s was refused: %s", action_id, refused)
+            return LinkCheck(ok=False, reason="refused", action=self.get(action_id))
+        return self._decide(
+            action_id, choices[word.lower()], msg.recipient, "reply", auth=verdict.text, reply=event
+        )
+
+    def _threaded_to(self, s: Session, event: InboundEvent) -> str | None:
+        """The request a message says it answers (threading or the subject's [#act_…])."""
+        ids = [i for i in [event.in_reply_to, *event.references] if i][:50]
+        if ids:
+            msg = s.scalar(select(ActionMessage).where(ActionMessage.message_id.in_(ids)))
+            if msg is not None:
+                return msg.action_id
+        found = _SUBJECT_TOKEN.search(event.subject or "")
+        return found.group(1) if found else None
+
+    def _record_reply(
+        self, action_id: str, event: InboundEvent, outcome: str, reason: str | None, auth: str
+    ) -> None:
+        with self._sessions() as s:
+            count = s.scalar(
+                select(func.count())
+                .select_from(ActionReply)
+                .where(ActionReply.action_id == action_id)
+            )
+            if (count or 0) >= MAX_REPLIES:
+                return
+            s.add(_reply_row(action_id, event, outcome, reason, auth))
+            s.commit()
 
     def _announce(self, action: ActionRead, webhook_url: str | None) -> None:
         for callback in self._callbacks:
@@ -449,6 +558,16 @@ class Actions:
                 .values(webhook_status=status[:500])
             )
             s.commit()
+
+
+def _reply_row(
+    action_id: str, event: InboundEvent, outcome: str, reason: str | None, auth: str
+) -> ActionReply:
+    return ActionReply(
+        action_id=action_id, inbound_id=event.id, received_at=utcnow(),
+        from_address=clean(event.from_address, 320), outcome=outcome,
+        reason=clean(reason, 1000), authentication=clean(auth, 500) or "",
+    )  # fmt: skip
 
 
 def rotate_action_secrets(s: Session, box: SecretBox) -> int:

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from postroom.db.tables import Base, utcnow
 
-__all__ = ["ActionKey", "ActionMessage", "ActionRequest"]
+__all__ = ["ActionKey", "ActionMessage", "ActionReply", "ActionRequest"]
 
 
 class ActionRequest(Base):
@@ -32,6 +32,8 @@ class ActionRequest(Base):
     webhook_status: Mapped[str | None] = mapped_column(Text, default=None)
     #: signs this action's webhook (encrypted); shown once, to the action's creator
     webhook_secret: Mapped[str | None] = mapped_column(Text, default=None)
+    #: for a decision by reply: the receiving server's Authentication-Results verdict
+    decided_auth: Mapped[str | None] = mapped_column(Text, default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime] = mapped_column()
     # the API key that created it (None: the Python API); a sender key reads only its own
@@ -50,6 +52,25 @@ class ActionMessage(Base):
     recipient: Mapped[str] = mapped_column(String(254))
     message_id: Mapped[str] = mapped_column(String(250), index=True)
     outbox_id: Mapped[int] = mapped_column(Integer)
+    #: SHA-256 of the token in this recipient's reply address (None: sent before tokens)
+    reply_token_hash: Mapped[str | None] = mapped_column(String(64), default=None, index=True)
+
+
+class ActionReply(Base):
+    """A reply to a request: the one that decided, or one refused (and why)."""
+
+    __tablename__ = "action_replies"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    action_id: Mapped[str] = mapped_column(
+        ForeignKey("action_requests.id", ondelete="CASCADE"), index=True
+    )
+    inbound_id: Mapped[int | None] = mapped_column(Integer, default=None)
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    from_address: Mapped[str | None] = mapped_column(String(320), default=None)
+    outcome: Mapped[str] = mapped_column(String(20))  # decided | refused | late
+    reason: Mapped[str | None] = mapped_column(Text, default=None)
+    authentication: Mapped[str] = mapped_column(Text, default="")
 
 
 class ActionKey(Base):

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from email.message import Message
 from email.utils import parseaddr
 
+from postroom.outbox.bounce_tokens import find_tokens
+
 __all__ = ["Bounce", "RecipientStatus", "detect_bounce"]
 
 _MESSAGE_ID_HEADER = re.compile(rb"^Message-ID:\s*(<[^<>\s]+>)", re.I | re.M)
@@ -42,6 +44,8 @@ class Bounce:
     original_message_id: str | None
     recipients: list[RecipientStatus] = field(default_factory=list)
     standard: bool = True
+    #: bounce tokens found in the returned message or headers (see outbox.bounce_tokens)
+    tokens: list[str] = field(default_factory=list)
 
     @property
     def permanent(self) -> bool:
@@ -122,6 +126,14 @@ def _original_id(msg: Message, raw: bytes) -> str | None:
     return found.group(1).decode("ascii", "replace") if found else None
 
 
+def _returned_tokens(raw: bytes) -> list[str]:
+    # only what the notice returns counts, never the notice's own header block
+    head_end = raw.find(b"\r\n\r\n")
+    if head_end < 0:
+        head_end = raw.find(b"\n\n")
+    return find_tokens(raw[head_end:] if head_end > 0 else b"")
+
+
 def detect_bounce(raw: bytes) -> Bounce | None:
     """A :class:`Bounce` when ``raw`` is a delivery failure notice, else None."""
     msg = email.message_from_bytes(raw, policy=email.policy.compat32)
@@ -138,12 +150,14 @@ def detect_bounce(raw: bytes) -> Bounce | None:
             return None  # a success notice, not a bounce
         if recipients and all(r.action.lower() == "delayed" for r in recipients):
             return None  # still trying: not final
-        return Bounce(_original_id(msg, raw), recipients, standard=True)
+        return Bounce(
+            _original_id(msg, raw), recipients, standard=True, tokens=_returned_tokens(raw)
+        )
     sender = parseaddr(str(msg.get("From", "")))[1]
     if _BOUNCE_SENDER.match(sender) or (
         msg.get("Auto-Submitted", "").lower().startswith("auto-replied")
         and _BOUNCE_SUBJECT.search(str(msg.get("Subject", "")))
     ):
         if _BOUNCE_SUBJECT.search(str(msg.get("Subject", ""))) or _BOUNCE_SENDER.match(sender):
-            return Bounce(_original_id(msg, raw), [], standard=False)
+            return Bounce(_original_id(msg, raw), [], standard=False, tokens=_returned_tokens(raw))
     return None

@@ -134,6 +134,10 @@ class BounceInfo(BaseModel):
     standard: bool
     recipients: list[dict[str, str]]
     outbox_id: int | None = None
+    #: whether the notice proved it is about mail postroom sent (its bounce token); when
+    #: not, ``refused`` says why and no outbox message was marked
+    authenticated: bool = False
+    refused: str | None = None
 
 
 class InboundEvent(BaseModel):

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from postroom.db.tables import Profile
 from postroom.errors import NotFound
+from postroom.hmac_keys import HmacKeys
 from postroom.inbound.health import read_health
 from postroom.inbound.mailboxes import Mailboxes
 from postroom.inbound.runner import InboundRunner
@@ -63,7 +64,7 @@ class Inbound:
         self._policy = policy
         self.callbacks = CallbackRegistry()
         self.mailboxes = Mailboxes(sessions)
-        self.store = InboundStore(sessions, self.mailboxes)
+        self.store = InboundStore(sessions, self.mailboxes, bounce_keys=HmacKeys(sessions, box))
         self.webhooks = Webhooks(sessions, box, policy)
         self._profiles = ProfileService(sessions, box)
 
@@ -71,6 +72,8 @@ class Inbound:
         """Use new secret keys (after ``rotate_keys``) for passwords and webhook secrets."""
         self.webhooks.box = box
         self._profiles = ProfileService(self._sessions, box)
+        if self.store.bounce_keys is not None:
+            self.store.bounce_keys.replace_box(box)
 
     # -- subscribers ----------------------------------------------------------------------------
 

@@ -29,6 +29,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 
 from postroom.db.tables import utcnow
+from postroom.hmac_keys import HmacKeys
 from postroom.imap.parse import InboundMessage as Parsed
 from postroom.inbound.bounces import Bounce
 from postroom.inbound.mailboxes import Mailboxes
@@ -61,9 +62,16 @@ class Location:
 
 
 class InboundStore:
-    def __init__(self, sessions: sessionmaker[Session], mailboxes: Mailboxes) -> None:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        mailboxes: Mailboxes,
+        *,
+        bounce_keys: HmacKeys | None = None,
+    ) -> None:
         self._sessions = sessions
         self._mailboxes = mailboxes
+        self.bounce_keys = bounce_keys  # checks the bounce tokens of notices
 
     # -- storing --------------------------------------------------------------------------
 
@@ -188,8 +196,8 @@ class InboundStore:
         with self._sessions() as s:
             try:
                 if bounce is not None:
-                    outbox_id = mark_outbox_bounced(s, bounce)
-                    row.bounce = bounce_info(bounce, outbox_id).model_dump()
+                    outbox_id, refused = mark_outbox_bounced(s, bounce, keys=self.bounce_keys)
+                    row.bounce = bounce_info(bounce, outbox_id, refused=refused).model_dump()
                 s.add(row)
                 s.flush()
                 for a in attachments:

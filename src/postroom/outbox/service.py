@@ -13,7 +13,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from postroom.db.tables import Binding, Profile, SystemSetting
 from postroom.errors import FieldError, ValidationError
+from postroom.hmac_keys import HmacKeys
 from postroom.notify.compose import OutgoingMessage, compose
+from postroom.outbox.bounce_tokens import make_token, stamp
 from postroom.outbox.queue import DEFAULT_DEADLINE, Enqueue, OutboxQueue, stage
 from postroom.outbox.schemas import OutboxRead, OutboxSummary
 from postroom.profiles.schemas import SenderSettings
@@ -45,9 +47,17 @@ class _Resolved:
 class Outbox:
     """The send API and the outbox's status and control."""
 
-    def __init__(self, sessions: sessionmaker[Session], queue: OutboxQueue) -> None:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        queue: OutboxQueue,
+        *,
+        bounce_keys: HmacKeys | None = None,
+    ) -> None:
         self._sessions = sessions
         self.queue = queue
+        #: stamps every message with its bounce token (only genuine notices can bounce it)
+        self.bounce_keys = bounce_keys
 
     def _resolve(self, s: Session, profile: str | None, process: str | None) -> _Resolved:
         row: Profile | None = None
@@ -100,6 +110,9 @@ class Outbox:
         if scope is not None:
             scope.check_profile(profile.name, process=req.process)
         composed = compose(message, sender=profile.sender)
+        raw = composed.raw
+        if self.bounce_keys is not None:
+            raw = stamp(raw, make_token(*self.bounce_keys.current(), composed.message_id))
         due = req.send_at or now
         if due.tzinfo is None:
             raise ValidationError(FieldError("send_at", "must include a time zone (e.g. …Z)"))
@@ -115,7 +128,7 @@ class Outbox:
             subject=message.subject,
             envelope_from=composed.envelope_from,
             recipients=composed.recipients,
-            raw=composed.raw,
+            raw=raw,
             created_by=scope.key_id if scope is not None else None,
         )
 
