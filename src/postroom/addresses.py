@@ -17,6 +17,8 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
+from postroom.smtp.i18n import ascii_domain
+
 __all__ = [
     "MAX_ADDRESS_CHARS",
     "MAX_DISPLAY_NAME_CHARS",
@@ -125,6 +127,11 @@ def check_addr_spec(value: str) -> str | None:
     labels = domain.split(".")
     if len(labels) < 2 or not all(_LABEL_RE.match(label) for label in labels):
         return "has an invalid domain after '@' (for example example.com)"
+    if not domain.isascii():
+        try:
+            ascii_domain(value)
+        except ValueError:
+            return "has a domain after '@' that is not a valid internationalized domain name"
     return None
 
 
@@ -170,4 +177,8 @@ def parse_mailbox(value: str) -> tuple[str, str]:
             raise ValueError(
                 f"the display name in '{value}' must be at most {MAX_DISPLAY_NAME_CHARS} characters"
             )
+    if not addr.isascii():
+        # a non-ASCII domain travels as its IDNA A-label (no SMTPUTF8 needed for it);
+        # an invalid one is refused here, at validation, not when the message is sent
+        addr = ascii_domain(addr)
     return name, addr

@@ -108,3 +108,22 @@ def test_metrics_exposition(app: Postroom, anonymous: TestClient) -> None:
     r = anonymous.get("/metrics")
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
     assert "postroom_queue_depth 1" in r.text
+
+
+def test_internationalized_addresses_are_queued_not_a_500(
+    app: Postroom, sender: TestClient
+) -> None:
+    """A UTF-8 local part (sent with SMTPUTF8) and a non-ASCII domain (sent as IDNA) crashed
+    composition with UnicodeEncodeError; an invalid internationalized domain is a 422."""
+    profile(app)
+    r = sender.post(
+        f"{API}/messages",
+        json={**MSG, "to": ["用户@example.test", "bob@exämple.test"], "profile": "QA alerts"},
+    )
+    assert r.status_code == 202, r.text
+    assert_error(
+        sender.post(f"{API}/messages", json={**MSG, "to": ["a@☃x.test"], "profile": "QA alerts"}),
+        422,
+        "validation_error",
+        "to",
+    )

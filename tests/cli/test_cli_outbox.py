@@ -79,3 +79,10 @@ def test_worker_drain_cancel_retry(run) -> None:  # type: ignore[no-untyped-def]
         assert r.exit_code == 0 and "1 sent" in r.output
     assert run("outbox", "show", "999").exit_code == 1
     assert run("outbox", "list", "--status", "nonsense").exit_code == 2
+
+
+def test_send_to_a_utf8_address_is_queued(run) -> None:  # type: ignore[no-untyped-def]
+    add_profile(run, 1)
+    r = run("send", "--profile", "sink", "--to", "用户@example.test", "--text", "t", "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["status"] == "queued"

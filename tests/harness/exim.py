@@ -147,6 +147,12 @@ class EximServer:
             if "authenticator failed" in line and f"set_id={user}" in line
         )
 
+    def mail_from_lines(self) -> list[str]:
+        """What each MAIL FROM declared: ``MAIL FROM <sender> SIZE=<n|-1> SMTPUTF8=<bool>``."""
+        return [
+            line.split(" ", 2)[2] for line in self.log_text().splitlines() if " MAIL FROM <" in line
+        ]
+
     def log_tail(self, lines: int = 30) -> str:
         text = "\n".join(self.log_text().splitlines()[-lines:])
         return f"--- {self.mainlog} ---\n{text}"
@@ -279,6 +285,8 @@ domainlist local_domains = {DOMAIN}
 begin acl
 
 acl_check_mail:
+  # what the client declared on MAIL FROM ($message_size is SIZE=, -1 without it)
+  warn    logwrite = MAIL FROM <$sender_address> SIZE=$message_size SMTPUTF8=$message_smtputf8
   deny    message = Sender blocked by the test server
           senders = {BLOCKED_SENDER}
   accept

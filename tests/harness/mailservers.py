@@ -87,6 +87,8 @@ INTROSPECTION_CLIENT = "dovecot"
 INTROSPECTION_SECRET = "dovecot-introspection-secret"
 REJECTED_RECIPIENT = "reject@postroom.test"
 BLOCKED_SENDER = "blocked@postroom.test"
+#: a mailbox with a UTF-8 local part (reached only with SMTPUTF8)
+UTF8_MAILBOX = "用户@postroom.test"
 
 SMTP_PORTS = (
     "submission",
@@ -683,6 +685,14 @@ protocol lmtp {{
         recipient_access.write_text(
             f"{REJECTED_RECIPIENT} 550 5.1.1 Mailbox unavailable (test rejection)\n"
         )
+        # Dovecot 2.3's LMTP does not offer SMTPUTF8, so Postfix bounces a UTF-8 mailbox
+        # it would hand over: that one mailbox is delivered by Postfix's own virtual(8)
+        # agent into the same Maildir layout (maildir_of()).
+        transport = etc / "transport"
+        transport.write_text(f"{UTF8_MAILBOX} virtual:\n")
+        utf8_maildir = etc / "utf8_maildir"
+        local, _, domain = UTF8_MAILBOX.partition("@")
+        utf8_maildir.write_text(f"{UTF8_MAILBOX} {domain}/{local}/Maildir/\n")
         sender_logins = etc / "sender_logins"
         sender_logins.write_text("".join(f"{user} {user}\n" for user in self.users))
         main = {
@@ -712,6 +722,7 @@ protocol lmtp {{
             # Only LMTP into Dovecot: nothing may ever leave the machine.
             "virtual_mailbox_domains": DOMAIN,
             "virtual_transport": f"lmtp:unix:{self.lmtp_socket}",
+            "transport_maps": f"texthash:{transport}",
             "default_transport": "error:outbound mail is disabled in the postroom test harness",
             "relay_transport": "error:outbound mail is disabled in the postroom test harness",
             "local_transport": "error:local delivery is disabled in the postroom test harness",
@@ -793,7 +804,19 @@ protocol lmtp {{
                 "smtpd_sender_restrictions=reject_sender_login_mismatch",
             ),
         ]
-        # No smtp/relay/local/virtual services at all: mail can only go to Dovecot via LMTP.
+        mail = pwd.getpwnam(_MAIL_ACCOUNT)
+        # the virtual(8) settings only for its own service: smtpd's recipient checks keep
+        # the (empty) main.cf virtual_mailbox_maps, which accepts every local address
+        services.append(
+            "virtual unix - n n - - virtual\n"
+            f"  -o virtual_mailbox_base={self.mail_root}\n"
+            f"  -o virtual_mailbox_maps=texthash:{utf8_maildir}\n"
+            f"  -o virtual_uid_maps=static:{mail.pw_uid}\n"
+            f"  -o virtual_gid_maps=static:{mail.pw_gid}\n"
+            f"  -o virtual_minimum_uid={mail.pw_uid}\n"
+        )
+        # No smtp/relay/local services at all: mail can only go to Dovecot via LMTP, or
+        # (the UTF-8 mailbox) to a Maildir here.
         internal = """\
 pickup     unix  n  -  n  60    1  pickup
 cleanup    unix  n  -  n  -     0  cleanup

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from email.message import EmailMessage
@@ -22,6 +23,7 @@ from postroom.outbox.worker import Worker
 from postroom.profiles.schemas import parse_spec
 from tests.harness.exim import EximServer
 from tests.harness.mailservers import MailServers
+from tests.integration.smtp_fakes import raw_sink
 
 ALICE, ALICE_PW = "alice@postroom.test", "alice-secret-1"
 BOB = "bob@postroom.test"
@@ -197,3 +199,139 @@ def test_delivery_names_a_foreign_sender_refused_at_rcpt(
     m = sqlite_app.outbox.get(id)
     assert m.status == "failed", m.last_error
     assert (m.last_error or "").startswith("sender refused"), m.last_error
+
+
+# -- item 6: size before bytes -----------------------------------------------------------------
+
+
+def _deliver(app: Postroom, profile_name: str, message: dict[str, Any]) -> Any:
+    id = app.send(message, profile=profile_name)
+    asyncio.run(Worker(app, poll_s=0.05).run(drain=True))
+    return app.outbox.get(id)
+
+
+def test_size_is_declared_on_mail_from(sqlite_app: Postroom, exim: EximServer) -> None:
+    sqlite_app.profiles.create(profile(exim_server(exim)))
+    subject = f"sized {uuid.uuid4().hex[:8]}"
+    m = _deliver(sqlite_app, "QA exim", {"to": [BOB], "subject": subject, "text": "x" * 5000})
+    assert m.status == "sent", m.last_error
+    declared = [line for line in exim.mail_from_lines() if line.startswith(f"MAIL FROM <{ALICE}>")]
+    sizes = [int(line.split("SIZE=")[1].split()[0]) for line in declared]
+    assert sizes and sizes[-1] > 5000, declared  # -1 when SIZE= is not declared
+
+
+def test_message_over_the_servers_limit_fails_before_its_bytes_are_sent(
+    sqlite_app: Postroom, exim: EximServer
+) -> None:
+    """Exim advertises SIZE 2097152 here; without SIZE= on MAIL FROM it answered 552 only
+    after the whole body had crossed the wire."""
+    sqlite_app.profiles.create(profile(exim_server(exim)))
+    before = exim.log_text()
+    big = "0123456789abcdef\n" * (3 * 1024 * 1024 // 17)  # ~3 MiB of text
+    m = _deliver(sqlite_app, "QA exim", {"to": [BOB], "subject": "too big", "text": big})
+    assert m.status == "failed", m.last_error
+    assert "2,097,152" in (m.last_error or "") and "not sent" in (m.last_error or ""), m.last_error
+    after = exim.log_text()[len(before) :]
+    assert "552" not in after and "message too big" not in after.lower(), after
+
+
+async def test_ehlo_step_shows_the_servers_size_limit(server: Server) -> None:
+    d = await probe(profile(server))
+    assert d.ok, d.error
+    tls = next(s for s in d.steps if s.name == "tls")
+    assert "SIZE " in tls.detail and "MiB" in tls.detail, tls.detail
+
+
+# -- item 3: internationalized mail (SMTPUTF8, IDNA) -----------------------------------------
+
+
+def test_utf8_recipient_and_sender_reach_the_mailbox(sqlite_app: Postroom, server: Server) -> None:
+    """Raw UTF-8 in the envelope and the headers, with SMTPUTF8 (Postfix and Exim offer it)."""
+    data = profile(server)
+    data["sender"]["from_address"] = server.utf8_mailbox
+    sqlite_app.profiles.create(data)
+    subject = f"Grüße {uuid.uuid4().hex[:8]}"
+    m = _deliver(
+        sqlite_app,
+        f"QA {server.name}",
+        {"to": [f"用户 <{server.utf8_mailbox}>"], "subject": subject, "text": "你好"},
+    )
+    assert m.status == "sent", m.last_error
+    got = server.wait_for_mail(server.utf8_mailbox, lambda msg: msg["Subject"] == subject)
+    assert server.utf8_mailbox in str(got["From"]) and server.utf8_mailbox in str(got["To"])
+    assert got["Return-Path"] == f"<{server.utf8_mailbox}>"
+    assert got.get_content().strip() == "你好"
+
+
+async def test_connection_test_sends_to_a_utf8_mailbox(server: Server) -> None:
+    d, token = await probe_smtp(
+        parse_spec(profile(server)), policy=NetPolicy(), send_to=server.utf8_mailbox
+    )
+    assert d.ok, d.error
+    got = await asyncio.to_thread(
+        server.wait_for_mail,
+        server.utf8_mailbox,
+        lambda msg: msg.get("X-Postroom-Test") == token,
+    )
+    assert server.utf8_mailbox in str(got["To"])
+
+
+@pytest.mark.parametrize("pipelining", [True, False])
+def test_a_server_without_smtputf8_fails_the_message_with_a_reason(
+    sqlite_app: Postroom, pipelining: bool
+) -> None:
+    """Nothing is sent (an in-process server that offers no SMTPUTF8, both delivery paths);
+    the ASCII message in the same batch still goes."""
+    with raw_sink(pipelining=pipelining) as sink:
+        sqlite_app.profiles.create(
+            {
+                "name": "no-utf8",
+                "smtp": {"host": "127.0.0.1", "port": sink.port, "security": "none",
+                         "auth": "none", "connect_timeout_s": 5, "send_timeout_s": 5},
+                "sender": {"from_address": ALICE},
+            }
+        )  # fmt: skip
+        utf8 = sqlite_app.send(
+            {"to": ["用户@postroom.test"], "subject": "u", "text": "t"}, profile="no-utf8"
+        )
+        ascii_ = sqlite_app.send({"to": [BOB], "subject": "a", "text": "t"}, profile="no-utf8")
+        asyncio.run(Worker(sqlite_app, poll_s=0.05).run(drain=True))
+        m = sqlite_app.outbox.get(utf8)
+        assert m.status == "failed" and "SMTPUTF8" in (m.last_error or ""), m.last_error
+        assert sqlite_app.outbox.get(ascii_).status == "sent"
+        assert [e[1] for e in sink.envelopes] == [[BOB]]
+
+
+def test_non_ascii_domains_travel_as_idna(sqlite_app: Postroom) -> None:
+    """No SMTPUTF8 needed for them: envelope and headers carry the A-label."""
+    with raw_sink(pipelining=True) as sink:
+        sqlite_app.profiles.create(
+            {
+                "name": "idna",
+                "smtp": {"host": "127.0.0.1", "port": sink.port, "security": "none",
+                         "auth": "none", "connect_timeout_s": 5, "send_timeout_s": 5},
+                "sender": {"from_address": "qa@bücher.test"},
+            }
+        )  # fmt: skip
+        id = sqlite_app.send(
+            {"to": ["Bob <bob@exämple.test>"], "subject": "s", "text": "t"}, profile="idna"
+        )
+        asyncio.run(Worker(sqlite_app, poll_s=0.05).run(drain=True))
+        assert sqlite_app.outbox.get(id).status == "sent"
+        assert sink.envelopes == [("qa@xn--bcher-kva.test", ["bob@xn--exmple-cua.test"])]
+        head = sink.data[0].split(b"\r\n\r\n")[0]
+        assert b"To: Bob <bob@xn--exmple-cua.test>" in head and head.isascii()
+
+
+async def test_connection_test_to_a_utf8_mailbox_on_a_server_without_smtputf8() -> None:
+    with raw_sink() as sink:
+        data = {
+            "name": "no-utf8",
+            "smtp": {"host": "127.0.0.1", "port": sink.port, "security": "none", "auth": "none",
+                     "connect_timeout_s": 5, "send_timeout_s": 5},
+            "sender": {"from_address": ALICE},
+        }  # fmt: skip
+        d = await probe(data, send_to="用户@postroom.test")
+        assert d.error is not None and d.error.code == "recipient_rejected", d.error
+        assert "SMTPUTF8" in d.error.message and d.steps[-1].name == "send"
+        assert sink.envelopes == []

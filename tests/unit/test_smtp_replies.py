@@ -78,3 +78,37 @@ def test_plain_first_over_tls_cram_md5_first_in_plaintext() -> None:
 )
 def test_what_a_refused_rcpt_is_about(code: int, text: str, signed_in: bool, expected: str) -> None:
     assert rcpt_refusal(code, text, signed_in=signed_in) == expected
+
+
+def test_envelope_declares_size_and_smtputf8_only_when_offered_and_needed() -> None:
+    from postroom.smtp.esmtp import SIZE, SMTPUTF8
+    from postroom.smtp.pipeline import _envelope
+
+    raw = b"Subject: x\r\n\r\nbody\r\n"
+    one = ("a@x.test", ["b@x.test"], raw)
+    assert _envelope(one, 0) == b"MAIL FROM:<a@x.test>\r\nRCPT TO:<b@x.test>\r\nDATA\r\n"
+    assert _envelope(one, SIZE | SMTPUTF8).startswith(b"MAIL FROM:<a@x.test> SIZE=20\r\n")
+    two = ("a@x.test", ["用户@x.test", "c@x.test"], raw)
+    assert (
+        _envelope(two, SIZE | SMTPUTF8)
+        == (
+            "MAIL FROM:<a@x.test> SIZE=20 SMTPUTF8\r\nRCPT TO:<用户@x.test>\r\n"
+            "RCPT TO:<c@x.test>\r\nDATA\r\n"
+        ).encode()
+    )
+    assert b"SMTPUTF8" not in _envelope(two, SIZE)
+    utf8_header = ("a@x.test", ["b@x.test"], "From: 用户@x.test\r\n\r\n".encode())
+    assert _envelope(utf8_header, SMTPUTF8).endswith(b"SMTPUTF8\r\nRCPT TO:<b@x.test>\r\nDATA\r\n")
+
+
+def test_refused_before_sending() -> None:
+    from postroom.smtp.esmtp import Offers, offers_from, refuse_before_sending
+
+    assert offers_from({"size": "2097152", "smtputf8": ""}) == Offers(2097152, True)
+    assert offers_from({"size": ""}) == Offers(0, False)  # SIZE without a limit
+    raw = b"x" * 3000
+    code, why = refuse_before_sending("a@x.test", ["b@x.test"], raw, Offers(2000, True)) or (0, "")
+    assert code == 552 and "3,000 bytes" in why and "at most 2,000" in why
+    assert refuse_before_sending("a@x.test", ["b@x.test"], raw, Offers(0, False)) is None
+    code, why = refuse_before_sending("a@x.test", ["用户@x.test"], b"", Offers()) or (0, "")
+    assert code == 553 and "SMTPUTF8" in why

@@ -31,6 +31,8 @@ from postroom.oauth2.smtp_auth import NoTokenMechanism, authenticate
 from postroom.oauth2.tokens import AccessToken
 from postroom.profiles.schemas import AuthMethod, ProfileSpec, Security, SmtpSettings
 from postroom.smtp.auth import LoginRefused, NoPasswordMechanism, login
+from postroom.smtp.esmtp import describe_size, offers_from
+from postroom.smtp.i18n import ascii_domain
 from postroom.smtp.replies import Refusal, rcpt_refusal
 
 __all__ = ["TEST_HEADER", "build_test_message", "probe_smtp", "resolve_and_connect"]
@@ -52,11 +54,12 @@ _CAP_CODES = {
 def build_test_message(spec: ProfileSpec, to: str, token: str) -> EmailMessage:
     """The test mail: marked auto-generated so it triggers no auto-replies."""
     msg = EmailMessage()
-    msg["From"] = formataddr((spec.sender.from_name or "", spec.sender.from_address))
+    from_address = ascii_domain(spec.sender.from_address)
+    msg["From"] = formataddr((spec.sender.from_name or "", from_address))
     msg["To"] = to
     msg["Subject"] = f"Postroom test message for profile '{spec.name}' [{token[:8]}]"
     msg["Date"] = format_datetime(datetime.now(UTC))
-    msg["Message-ID"] = make_msgid(domain=spec.sender.from_address.rsplit("@", 1)[1])
+    msg["Message-ID"] = make_msgid(domain=from_address.rsplit("@", 1)[1])
     msg["Auto-Submitted"] = "auto-generated"
     msg["X-Auto-Response-Suppress"] = "All"
     msg[TEST_HEADER] = token
@@ -224,7 +227,12 @@ async def _ehlo(client: aiosmtplib.SMTP) -> str:
         raise StepFailed(
             Code.PROTOCOL_ERROR, "The server closed the connection after EHLO."
         ) from None
-    return " ".join(sorted(k.upper() for k in client.esmtp_extensions))
+    offered = sorted(k.upper() for k in client.esmtp_extensions)
+    offers = offers_from(client.esmtp_extensions)
+    if offers.size:
+        # the largest message this server takes: larger ones fail before they are sent
+        offered[offered.index("SIZE")] = f"SIZE {offers.size} ({describe_size(offers.size)})"
+    return " ".join(offered)
 
 
 async def _starttls(rec: Recorder, client: aiosmtplib.SMTP, s: SmtpSettings) -> None:
@@ -349,9 +357,20 @@ async def _auth(rec: Recorder, client: aiosmtplib.SMTP, s: SmtpSettings) -> None
 async def _send(rec: Recorder, client: aiosmtplib.SMTP, spec: ProfileSpec, to: str) -> str:
     token = secrets.token_hex(16)
     async with rec.step("send") as st:
+        to = ascii_domain(to)  # a non-ASCII domain as its IDNA A-label
         msg = build_test_message(spec, to, token)
         try:
+            # aiosmtplib asks for SMTPUTF8 when an address needs it (RFC 6531)
             errors, reply = await client.send_message(msg)
+        except aiosmtplib.SMTPNotSupported:
+            sender_needs = not spec.sender.from_address.partition("@")[0].isascii()
+            raise StepFailed(
+                Code.SENDER_REJECTED if sender_needs else Code.RECIPIENT_REJECTED,
+                f"The server does not offer SMTPUTF8 (RFC 6531), which the address "
+                f"{spec.sender.from_address if sender_needs else to} needs: it has non-ASCII "
+                "characters before the '@'. Nothing was sent.",
+                detail="EHLO: " + " ".join(sorted(client.esmtp_extensions)).upper(),
+            ) from None
         except aiosmtplib.SMTPSenderRefused as exc:
             raise _refused(
                 Code.SENDER_REJECTED,

@@ -32,6 +32,7 @@ from postroom.notify.mime import (
 )
 from postroom.notify.plaintext import html_to_text
 from postroom.profiles.schemas import SenderSettings
+from postroom.smtp.i18n import ascii_domain
 
 __all__ = [
     "Attachment",
@@ -281,9 +282,11 @@ def compose(
     message: OutgoingMessage, *, sender: SenderSettings, now: datetime | None = None
 ) -> Composed:
     """The message as bytes with CRLF line endings, its Message-ID, envelope sender and recipients."""
-    local, domain = sender.from_address.rsplit("@", 1)
+    # a non-ASCII domain as its IDNA A-label, in the headers and the envelope alike
+    from_address = ascii_domain(sender.from_address)
+    local, domain = from_address.rsplit("@", 1)
     message_id = make_msgid(domain=domain)
-    headers = [_from_header(sender.from_name or "", sender.from_address)]
+    headers = [_from_header(sender.from_name or "", from_address)]
     if message.to:
         headers.append(address_header("To", [parse_mailbox(a) for a in message.to]))
     if message.cc:
@@ -313,6 +316,6 @@ def compose(
     return Composed(
         raw=raw,
         message_id=message_id,
-        envelope_from=sender.from_address,
+        envelope_from=from_address,
         recipients=list(dict.fromkeys(recipients)),
     )

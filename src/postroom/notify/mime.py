@@ -243,13 +243,14 @@ def _alternatives(text: str | None, html: str | None) -> list[str]:
     return alternatives[0] if len(alternatives) == 1 else _multipart("alternative", alternatives)
 
 
-def _encoded(lines: list[str]) -> bytes:
+def _encoded(lines: list[str], charset: str = "ascii") -> bytes:
     """``lines`` as CRLF-ended ASCII bytes, after checking that every CR and LF in them is
-    part of a CRLF pair.
+    part of a CRLF pair. ``charset`` "utf-8" for the header section only: an address with
+    a UTF-8 local part is raw UTF-8 there (RFC 6532; it is sent with SMTPUTF8).
 
     Defence in depth: the validation before composing should make a bare one impossible.
     """
-    data = ("\r\n".join(lines) + "\r\n").encode("ascii")
+    data = ("\r\n".join(lines) + "\r\n").encode(charset)
     if not data.count(b"\n") == data.count(b"\r\n") == data.count(b"\r"):
         raise ValueError("composed message has a bare CR or LF")
     return data
@@ -273,7 +274,7 @@ def render(
 
     Raises ValueError when the result would hold a bare CR or LF (it cannot, by
     construction; this is the last check)."""
-    head = _encoded([*headers, "MIME-Version: 1.0"])
+    head = _encoded([*headers, "MIME-Version: 1.0"], "utf-8")
     if max(map(len, head.split(b"\r\n"))) > LONG_LINE:
         raise ValueError(f"composed header line is longer than {LONG_LINE} octets")
     if attachments:

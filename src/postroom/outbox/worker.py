@@ -25,6 +25,7 @@ from postroom.outbox.queue import Claim, Delivery
 from postroom.outbox.wakeup import CommitWatch
 from postroom.profiles.schemas import ProfileSpec
 from postroom.smtp.client import SmtpConnectError, open_smtp
+from postroom.smtp.esmtp import Offers, offers_from, refuse_before_sending
 from postroom.smtp.pipeline import NotSent, PipelineBroken, PipelinedSession, TransactionResult
 from postroom.smtp.replies import Outcome, Refusal, classify, rcpt_refusal
 
@@ -49,6 +50,8 @@ class _Conn:
     slot: int
     owner: str
     pipe: PipelinedSession | None = None
+    #: SIZE and SMTPUTF8 as the server's EHLO offered them
+    offers: Offers = field(default_factory=Offers)
     last_used: float = field(default_factory=time.monotonic)
 
     @property
@@ -437,11 +440,13 @@ class Worker:
                 state.last_code = exc.code
                 break
             state.open_count += 1
-            conn = _Conn(client=client, slot=slot, owner=owner)
+            offers = offers_from(client.esmtp_extensions)
+            conn = _Conn(client=client, slot=slot, owner=owner, offers=offers)
             if client.supports_extension("pipelining") and client.transport is not None:
                 conn.pipe = PipelinedSession(
                     client.transport,  # type: ignore[arg-type]
                     timeout=state.spec.smtp.send_timeout_s,
+                    params=offers.params,
                 )
             conns.append(conn)
         return conns
@@ -451,6 +456,17 @@ class Worker:
     ) -> list[Delivery]:
         out: list[Delivery] = []
         alive = True
+        offers = conn.offers
+        if offers.size or not offers.smtputf8:
+            # what the server can't take fails here, before its bytes are sent
+            sendable = []
+            for c in claims:
+                refusal = refuse_before_sending(c.envelope_from, c.recipients, c.raw, offers)
+                if refusal is None:
+                    sendable.append(c)
+                else:
+                    out.append(self._result(c, Outcome.PERMANENT, *refusal))
+            claims = sendable
         if conn.pipe is not None:
             started = time.perf_counter()
             # stored bodies were composed by postroom, which refuses any with a bare CR or LF
@@ -469,7 +485,7 @@ class Worker:
                     out.append(self._not_sent(c))
                     continue
                 started = time.perf_counter()
-                d, alive = await self._send_one(conn.client, c)
+                d, alive = await self._send_one(conn.client, c, offers)
                 d.duration_ms = (time.perf_counter() - started) * 1000
                 out.append(d)
         conn.last_used = time.monotonic()
@@ -479,9 +495,16 @@ class Worker:
             await self._discard(profile_id, state, conn)
         return out
 
-    async def _send_one(self, client: aiosmtplib.SMTP, c: Claim) -> tuple[Delivery, bool]:
+    async def _send_one(
+        self, client: aiosmtplib.SMTP, c: Claim, offers: Offers
+    ) -> tuple[Delivery, bool]:
         try:
-            errors, reply = await client.sendmail(c.envelope_from, c.recipients, c.raw)
+            errors, reply = await client.sendmail(
+                c.envelope_from,
+                c.recipients,
+                c.raw,
+                mail_options=offers.mail_options(c.envelope_from, c.recipients, c.raw),
+            )
         except aiosmtplib.SMTPRecipientsRefused as exc:
             results = {r.recipient: {"code": r.code, "text": r.message} for r in exc.recipients}
             codes = [r.code for r in exc.recipients]

@@ -18,6 +18,9 @@ from collections import deque
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from postroom.smtp.esmtp import SIZE, SMTPUTF8
+from postroom.smtp.i18n import needs_smtputf8
+
 __all__ = [
     "NotSent",
     "PipelineBroken",
@@ -147,9 +150,20 @@ class _Protocol(asyncio.Protocol):
         return None
 
 
-def _envelope(sender: str, recipients: list[str]) -> bytes:
-    lines = [f"MAIL FROM:<{sender}>"] + [f"RCPT TO:<{r}>" for r in recipients] + ["DATA"]
-    return ("\r\n".join(lines) + "\r\n").encode("utf-8")
+def _envelope(message: tuple[str, list[str], bytes], params: int) -> bytes:
+    """MAIL (with SIZE= and SMTPUTF8 as ``params`` allow), every RCPT, and DATA."""
+    sender, recipients, raw = message
+    if params & SIZE:
+        # RFC 1870: the server refuses an oversized message here, before its bytes
+        mail = f"MAIL FROM:<{sender}> SIZE={len(raw)}"
+    else:
+        mail = f"MAIL FROM:<{sender}>"
+    if params & SMTPUTF8 and needs_smtputf8(sender, recipients, raw):
+        mail += " SMTPUTF8"
+    if len(recipients) == 1:  # most notifications
+        return f"{mail}\r\nRCPT TO:<{recipients[0]}>\r\nDATA\r\n".encode()
+    rcpts = "".join([f"RCPT TO:<{r}>\r\n" for r in recipients])
+    return f"{mail}\r\n{rcpts}DATA\r\n".encode()
 
 
 # what a transaction waits for
@@ -164,7 +178,7 @@ class _Driver:
 
     __slots__ = (
         "broken", "crlf_only", "data", "done", "index", "mail", "messages", "need",
-        "protocol", "rcpts", "results", "stage", "transport", "watch",
+        "params", "protocol", "rcpts", "results", "stage", "transport", "watch",
     )  # fmt: skip
 
     def __init__(
@@ -175,9 +189,10 @@ class _Driver:
         *,
         crlf_only: bool,
         done: asyncio.Future[None],
+        params: int = 0,
     ) -> None:
         self.protocol, self.transport, self.messages = protocol, transport, messages
-        self.crlf_only, self.done = crlf_only, done
+        self.crlf_only, self.done, self.params = crlf_only, done, params
         self.broken = False
         self.watch: asyncio.TimerHandle | None = None
         self.results: list[TransactionResult | PipelineBroken] = []
@@ -192,9 +207,7 @@ class _Driver:
 
     def _next_envelope(self) -> bytes:
         k = self.index + 1
-        return (
-            _envelope(self.messages[k][0], self.messages[k][1]) if k < len(self.messages) else b""
-        )
+        return _envelope(self.messages[k], self.params) if k < len(self.messages) else b""
 
     def advance(self) -> None:
         """Act on every transaction whose replies are all in."""
@@ -249,7 +262,13 @@ class _Driver:
 class PipelinedSession:
     """Send many transactions over a set-up transport, pipelined."""
 
-    def __init__(self, transport: asyncio.Transport, *, timeout: float | None) -> None:
+    def __init__(
+        self, transport: asyncio.Transport, *, timeout: float | None, params: int = 0
+    ) -> None:
+        """``params``: ``esmtp.SIZE | esmtp.SMTPUTF8``, the MAIL FROM parameters the
+        server offers (its EHLO): each message then declares its size, and one with a
+        UTF-8 address or header asks for SMTPUTF8."""
+        self._params = params
         self._protocol = _Protocol()
         transport.set_protocol(self._protocol)
         self._transport = transport
@@ -305,7 +324,12 @@ class PipelinedSession:
         p = self._protocol
         loop = asyncio.get_running_loop()
         driver = _Driver(
-            p, self._transport, messages, crlf_only=crlf_only, done=loop.create_future()
+            p,
+            self._transport,
+            messages,
+            crlf_only=crlf_only,
+            done=loop.create_future(),
+            params=self._params,
         )
         if not self.is_connected:
             driver.fail(p.closed or PipelineBroken("the connection is closed"))
@@ -313,7 +337,7 @@ class PipelinedSession:
         p.driver = driver
         self._watchdog(driver, p.received, loop.time())
         try:
-            self._transport.write(_envelope(messages[0][0], messages[0][1]))
+            self._transport.write(_envelope(messages[0], self._params))
             driver.advance()  # replies buffered before the batch (none, normally)
             await driver.done
         finally:
