@@ -214,3 +214,19 @@ def test_loopback_the_operator_denies_stays_denied_when_loopback_is_allowed(
     with pytest.raises(ValidationError) as caught:
         create(app, "http://127.0.0.2:9/hook")
     assert caught.value.field == "webhook_url" and "network policy" in str(caught.value)
+
+
+def test_webhook_secrets_survive_a_key_rotation_that_retires_the_old_key(
+    app_factory: Callable[..., Postroom],
+) -> None:
+    app = app_factory("sqlite", **LOOPBACK_ALLOWED)
+    setup(app, 1)
+    with receiver() as hook:
+        a = create(app, f"http://127.0.0.1:{hook.port}/hook")
+        assert a.webhook_secret
+        app.rotate_keys(retire_old=True)  # re-encrypts every secret, then drops the old key
+        app.actions.decide_by_link(token_of(a.links["approve"]))
+        wait_for(lambda: status_of(app, a.id))
+    assert status_of(app, a.id) == "delivered (200)"
+    ((headers, body),) = hook.requests
+    assert verify(a.webhook_secret, headers[TIMESTAMP_HEADER], body, headers[SIGNATURE_HEADER])
