@@ -21,7 +21,7 @@ from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
-from postroom.errors import SecretKeyError, SecretReferenceError
+from postroom.errors import ConfigurationError, SecretKeyError, SecretReferenceError
 
 __all__ = ["KeyRotation", "SecretBox", "SecretReferences", "is_reference", "load_keys"]
 
@@ -195,12 +195,19 @@ class SecretReferences:
 
     @classmethod
     def from_strings(cls, env: str, paths: str, *, own_files: Iterable[Path]) -> SecretReferences:
-        """From the comma-separated settings ``POSTROOM_SECRET_REF_ENV`` / ``_PATHS``."""
-        return cls(
-            allowed_env=env.split(","),
-            allowed_paths=[p.strip() for p in paths.split(",") if p.strip()],
-            own_files=own_files,
-        )
+        """From the comma-separated settings ``POSTROOM_SECRET_REF_ENV`` / ``_PATHS``.
+
+        Raises :class:`ConfigurationError` for a path that is not absolute: a silently
+        ignored entry would leave the operator wondering why references are refused.
+        """
+        prefixes = [p.strip() for p in paths.split(",") if p.strip()]
+        relative = [p for p in prefixes if not Path(p).is_absolute()]
+        if relative:
+            raise ConfigurationError(
+                "POSTROOM_SECRET_REF_PATHS must list absolute directories; not absolute: "
+                + ", ".join(relative)
+            )
+        return cls(allowed_env=env.split(","), allowed_paths=prefixes, own_files=own_files)
 
     # -- what may be stored --------------------------------------------------------------
 

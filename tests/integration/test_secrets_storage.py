@@ -242,3 +242,10 @@ def test_cli_keys_rotate_names_the_skipped_row_and_exits_1(tmp_path: Path) -> No
     assert r.exit_code == 1, r.output
     assert "the smtp password of profile 'Broken one'" in r.output
     assert "Traceback" not in r.output
+
+
+def test_a_relative_reference_directory_is_a_clear_startup_error(tmp_path: Path) -> None:
+    from postroom.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="absolute directories; not absolute: secrets"):
+        Postroom.open(settings=Settings(data_dir=tmp_path, secret_ref_paths="/etc/ok, secrets"))
