@@ -282,3 +282,9 @@ def test_a_changed_server_needs_the_password_again_in_tests_and_on_save(
     page.get_by_role("button", name="Save").click()
     expect(page.locator("#f-smtp-password-error")).to_contain_text("type the password again")
     assert live_server.pr.profiles.get("Stays home").smtp["port"] == smtp_target.port
+    # the field is open, ready for the password; typed again, the new server is saved
+    page.locator("#f-smtp-password").fill("typed-again")
+    page.get_by_role("button", name="Save").click()
+    expect(page.get_by_text("Profile 'Stays home' saved.")).to_be_visible()
+    assert live_server.pr.profiles.get("Stays home").smtp["port"] != smtp_target.port
+    assert live_server.pr.profiles.spec_with_secrets("Stays home").smtp.password == "typed-again"
