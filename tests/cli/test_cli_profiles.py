@@ -201,8 +201,8 @@ def test_apikey_and_admin(run) -> None:  # type: ignore[no-untyped-def]
 
 def test_keys_rotate_and_db_upgrade(run) -> None:  # type: ignore[no-untyped-def]
     run(*ADD, input=CANARY + "\n")
-    r = run("keys", "rotate")
-    assert r.exit_code == 0 and "Re-encrypted 1 secret" in r.output
+    r = run("keys", "rotate")  # the password and postroom's HMAC key (created at open)
+    assert r.exit_code == 0 and "Re-encrypted 2 secret" in r.output
     assert "Database schema is up to date (revisions " in run("db", "upgrade").output
 
 

@@ -58,7 +58,8 @@ def test_rotation_reencrypts_under_a_new_key(sqlite_app: Postroom) -> None:
     with sqlite_app.engine.connect() as conn:
         before = conn.execute(text("SELECT smtp_password FROM profiles")).scalar()
     old_keys = sqlite_app.box.keys
-    assert sqlite_app.rotate_keys() == 1
+    # the profile's password and postroom's HMAC key (created when the installation opens)
+    assert sqlite_app.rotate_keys() == 2
     new_keys = sqlite_app.settings.key_file.read_text().split()
     assert new_keys[1:] == old_keys and len(new_keys) == 2
     with sqlite_app.engine.connect() as conn:
@@ -113,7 +114,7 @@ def test_env_keys_rotate_to_the_first(tmp_path: Path) -> None:
     app.close()
     new = Fernet.generate_key().decode()
     app = Postroom.open(settings=Settings(data_dir=tmp_path, secret_keys=f"{new},{old}"))
-    assert app.rotate_keys() == 1
+    assert app.rotate_keys() == 2  # the password and the HMAC key
     app.close()
     app = Postroom.open(settings=Settings(data_dir=tmp_path, secret_keys=new))
     assert app.profiles.spec_with_secrets("QA alerts").smtp.password == CANARY
@@ -217,7 +218,7 @@ def test_rotation_skips_and_names_a_row_no_key_decrypts(sqlite_app: Postroom) ->
         sqlite_app.rotate_keys(retire_old=True)
     assert caught.value.skipped == ["the smtp password of profile 'Broken one'"]
     assert "Broken one" in caught.value.message and "lost-key" not in caught.value.message
-    assert caught.value.rotated == 1
+    assert caught.value.rotated == 2  # the readable password and the HMAC key
     # the readable one moved to the new key (and was committed); the broken one is untouched
     new_keys = sqlite_app.settings.key_file.read_text().split()
     assert len(new_keys) == 2  # old keys not retired while something was skipped
