@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from postroom import jsonlimits
 from postroom.accounts import ApiRole, Principal
 from postroom.api.errors import Unauthorized
 from postroom.app import Postroom
@@ -75,11 +76,18 @@ AdminDep = Annotated[Principal, Depends(require_admin)]
 
 
 async def json_object(request: Request) -> dict[str, Any]:
-    """The request body as a JSON object, for bodies the services validate themselves."""
+    """The request body as a JSON object, for bodies the services validate themselves.
+
+    Nesting is bounded (:mod:`postroom.jsonlimits`); the body is kept on the request's
+    state so that error responses can make sure they quote none of its values.
+    """
     try:
-        data = await request.json()
+        data = jsonlimits.loads(await request.body())
+    except jsonlimits.JsonTooDeep as exc:
+        raise ValidationError(FieldError("", str(exc))) from None
     except ValueError:  # JSONDecodeError and UnicodeDecodeError alike
         raise ValidationError(FieldError("", "The request body is not valid JSON.")) from None
+    request.state.submitted = data
     if not isinstance(data, dict):
         raise ValidationError(FieldError("", "The request body must be a JSON object."))
     return data

@@ -1,8 +1,10 @@
 """HTTP error responses: the one place where postroom's errors become status codes.
 
 Every error body has the shape ``{"error": {"code", "message", "field"?, "errors"?}}``.
-Nothing a client submitted is echoed back (it may be a password), and an unexpected
-exception shows no traceback.
+Nothing a client submitted is echoed back (it may be a password): validation messages
+are checked against the request's values here, whatever produced them, and an
+unexpected exception shows no traceback. A body nested deeper than
+:data:`postroom.jsonlimits.MAX_DEPTH` is a 422 on every endpoint.
 
 ::
 
@@ -41,8 +43,10 @@ from postroom.errors import (
     RateLimited,
     ValidationError,
 )
+from postroom.jsonlimits import MAX_DEPTH, JsonTooDeep
 from postroom.notify.render import TemplateError
 from postroom.profiles.service import ProfileInUse
+from postroom.redact import redact_all
 from postroom.validation import friendly_message
 
 __all__ = [
@@ -128,7 +132,51 @@ def _json(status: int, detail: ErrorDetail, headers: dict[str, str] | None = Non
     return JSONResponse(body, status_code=status, headers=headers)
 
 
-def _validation_response(errors: list[FieldError]) -> JSONResponse:
+#: What stands in a message where it quoted a value the caller sent.
+_NOT_ECHOED = "…"
+_MAX_VALUES = 10_000
+
+
+def _strings(value: Any, out: list[str]) -> None:
+    """The string leaves of a parsed JSON value (iteratively; bounded in count)."""
+    stack = [value]
+    while stack and len(out) < _MAX_VALUES:
+        node = stack.pop()
+        if isinstance(node, str):
+            out.append(node)
+        elif isinstance(node, dict):
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+
+
+def _submitted(request: Request, body: Any = None) -> list[str]:
+    """Every value the caller sent: body (as parsed), query and path parameters."""
+    values: list[str] = []
+    _strings(getattr(request.state, "submitted", None), values)
+    _strings(body, values)
+    values += request.query_params.values()
+    values += [str(v) for v in request.path_params.values()]
+    # services strip what they store, and may quote the stripped form
+    return [w for v in values for w in {v, v.strip()} if w]
+
+
+def _without_echo(errors: list[FieldError], values: list[str]) -> list[FieldError]:
+    """``errors`` with any value the caller sent taken out of the messages: quoted, or
+    long enough that it cannot be there by chance (see :mod:`postroom.redact`)."""
+    if not values:
+        return errors
+    return [
+        FieldError(
+            e.field,
+            redact_all(e.message, values, mask=_NOT_ECHOED, standalone=False, long_from=6),
+        )
+        for e in errors
+    ]
+
+
+def _validation_response(errors: list[FieldError], submitted: list[str]) -> JSONResponse:
+    errors = _without_echo(errors, submitted)
     first = errors[0]
     message = f"{first.field}: {first.message}" if first.field else first.message
     return _json(
@@ -145,7 +193,7 @@ def _validation_response(errors: list[FieldError]) -> JSONResponse:
 async def _postroom_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, PostroomError)
     if isinstance(exc, ValidationError):
-        return _validation_response(exc.errors)
+        return _validation_response(exc.errors, _submitted(request))
     status = _status_for(exc)
     detail = ErrorDetail(code=exc.code, message=exc.message)
     headers = None
@@ -191,10 +239,11 @@ async def _request_validation_error(request: Request, exc: Exception) -> JSONRes
     errors = [FieldError(_request_field(e), _friendly(e)) for e in exc.errors()]
     if not errors:
         errors = [FieldError("", "The request is not valid.")]
-    return _validation_response(errors)
+    return _validation_response(errors, _submitted(request, exc.body))
 
 
 _HTTP_CODES = {
+    400: "bad_request",
     401: "unauthorized",
     403: "forbidden",
     404: "not_found",
@@ -207,6 +256,10 @@ _HTTP_CODES = {
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     status = exc.status_code
+    if isinstance(exc.__cause__, RecursionError):
+        # FastAPI parsed a body for a route with a declared model and ran out of stack.
+        too_deep = JsonTooDeep(MAX_DEPTH)
+        return _validation_response([FieldError("", str(too_deep))], [])
     # The path is not repeated: it is client input like any other.
     if status == 404 and exc.detail == HTTPStatus.NOT_FOUND.phrase:
         message = "There is no such endpoint. The API is described at /api/v1/docs."

@@ -14,6 +14,7 @@ import typer
 import yaml
 from pydantic import BaseModel
 
+from postroom import jsonlimits
 from postroom.app import Postroom
 from postroom.errors import (
     ConfigurationError,
@@ -125,6 +126,13 @@ def read_document(path: str) -> dict[str, Any]:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
         bad_input("file", f"{path} is neither valid JSON nor YAML{where}")
+    except RecursionError:
+        data = None
+        deep = True
+    else:
+        deep = jsonlimits.too_deep(data)
+    if deep:
+        bad_input("file", f"{path} nests more than {jsonlimits.MAX_DEPTH} levels deep")
     if not isinstance(data, dict):
         bad_input("file", f"{path} must hold one object (a mapping of fields)")
     return data

@@ -53,6 +53,7 @@ from postroom.net.policy import NetPolicy
 from postroom.net.resolve import BlockedByPolicy, HostNotFound, ResolveTimeout, resolve
 from postroom.net.tls import classify_tls_error, describe_tls, make_context
 from postroom.profiles.schemas import ImapSettings, Security
+from postroom.redact import redact
 
 if TYPE_CHECKING:
     from typing_extensions import Buffer  # collections.abc.Buffer from Python 3.12
@@ -724,8 +725,9 @@ class ImapSession:
         return self._scrub(server_text(data))
 
     def _scrub(self, text: str) -> str:
-        password = self.settings.password
-        return text.replace(password, "********") if password else text
+        # Only where it can be the password: a one-letter password must not turn every
+        # such letter of the server's message into stars (see postroom.redact).
+        return redact(text, self.settings.password or "")
 
     def _translate(self, op: _Op, exc: BaseException) -> ImapError:
         """The one boundary where library and socket errors become :class:`ImapError`."""

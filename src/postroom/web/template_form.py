@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from postroom import jsonlimits
 from postroom.errors import FieldError, ValidationError
 from postroom.notify.render import TemplateError
 from postroom.notify.schemas import SubscriptionRead, TemplateRead
@@ -83,7 +84,11 @@ def parse_json_object(text: str, field: str, *, empty: Any = None) -> Any:
     if not text.strip():
         return empty
     try:
-        value = json.loads(text)
+        value = jsonlimits.loads(text)
+    except jsonlimits.JsonTooDeep:
+        raise ValidationError(
+            FieldError(field, f"nests deeper than {jsonlimits.MAX_DEPTH} levels; flatten it")
+        ) from None
     except json.JSONDecodeError as exc:
         raise ValidationError(
             FieldError(

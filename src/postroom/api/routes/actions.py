@@ -39,6 +39,9 @@ def create(postroom: PostroomDep, principal: PrincipalDep, body: JsonObject) -> 
     for key in ("process", "subject"):
         if not isinstance(body.get(key), str):
             raise ValidationError(FieldError(key, "is required (text)"))
+    for key in ("text", "html", "webhook_url"):
+        if body.get(key) is not None and not isinstance(body[key], str):
+            raise ValidationError(FieldError(key, "must be text"))
     to: Any = body.get("to")
     if isinstance(to, str):
         to = [to]
