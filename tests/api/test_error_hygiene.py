@@ -183,6 +183,8 @@ BASES: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/api/v1/templates/{name}/preview"): {"data": {"who": "x"}},
     ("POST", "/api/v1/subscriptions"): _SUBSCRIPTION,
     ("PUT", "/api/v1/subscriptions/{id}"): _SUBSCRIPTION,
+    ("POST", "/api/v1/apikeys"): {"name": "robot", "role": "sender", "processes": ["nightly"],
+                                  "profiles": ["QA alerts"]},
     ("POST", "/api/v1/inbound/webhooks"): {"url": "https://hooks.example.com/in", "name": "h",
                                            "profile": "QA alerts", "secret": "s"},
 }  # fmt: skip

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, Depends, FastAPI
 
 import postroom
 from postroom.actions import pages as action_pages
+from postroom.api.deps import remember_submitted
 from postroom.api.errors import install_error_handlers
 from postroom.api.openapi import add_request_schemas
 from postroom.api.routes import (
@@ -50,6 +51,8 @@ class _PostroomAPI(FastAPI):
 def create_app(app: Postroom) -> FastAPI:
     """The REST API (under ``/api/v1``) and health endpoints of ``app``."""
     api = _PostroomAPI(
+        # error messages must not quote a body FastAPI parsed either (see api/errors.py)
+        dependencies=[Depends(remember_submitted)],
         title="postroom",
         version=postroom.__version__,
         description=_DESCRIPTION,

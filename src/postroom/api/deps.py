@@ -21,6 +21,7 @@ __all__ = [
     "get_postroom",
     "get_principal",
     "json_object",
+    "remember_submitted",
     "require_admin",
 ]
 
@@ -94,3 +95,11 @@ async def json_object(request: Request) -> dict[str, Any]:
 
 
 JsonObject = Annotated[dict[str, Any], Depends(json_object)]
+
+
+def remember_submitted(request: Request) -> None:
+    """Keep a body FastAPI parsed for a declared model on the request's state (as
+    :func:`json_object` does), so error responses can make sure they quote none of it."""
+    parsed = getattr(request, "_json", None)  # Starlette's cache of request.json()
+    if parsed is not None and not hasattr(request.state, "submitted"):
+        request.state.submitted = parsed
