@@ -2,18 +2,22 @@
 
 Python's email parser recurses per nesting level and builds every part in memory: a
 66 KiB message with 1,000 nested multiparts raises RecursionError, 100k tiny parts take
-over a second and 60 MiB. So the raw bytes are scanned first — size, header count,
-multipart nesting and part count — and only a message within every limit is parsed.
+seconds and 160 MiB. So the limits are enforced *inside* the parser, as it creates each
+part and reads each header block: whatever syntax declares a boundary (``boundary=``,
+RFC 2231's ``boundary*0=`` or ``boundary*=``), the parse stops at the first part beyond
+``max_parts``, the first level beyond ``max_depth``, the first header block beyond
+``max_headers`` fields, or once ``max_seconds`` have passed. Run it where a hard limit can
+stop it (time and memory: :mod:`postroom.inbound.parsing` runs it in a child process).
 """
 
 from __future__ import annotations
 
-import email
 import email.policy
 import re
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from email.feedparser import BytesFeedParser, FeedParser
 from email.message import EmailMessage, Message
 from email.utils import getaddresses, parsedate_to_datetime
 
@@ -23,18 +27,23 @@ from postroom.addresses import parse_mailbox
 
 __all__ = ["Attachment", "InboundMessage", "Limits", "Rejected", "parse_inbound"]
 
-_BOUNDARY = re.compile(rb'boundary\s*=\s*(?:"([^"\r\n]{1,200})"|([^;\s\r\n]{1,200}))', re.I)
-_HEADER_LINE = re.compile(rb"^[!-9;-~]+:", re.M)
+# The bounded parser hooks these (private, stable since Python 3.3) methods of the email
+# package's FeedParser; without them no limit would hold, so refuse to run at all.
+_HOOKS = ("_new_message", "_pop_message", "_parse_headers")
+if not all(callable(getattr(FeedParser, name, None)) for name in _HOOKS):  # pragma: no cover
+    raise ImportError(f"email.feedparser.FeedParser lacks {_HOOKS}: cannot bound the parse")
 
 
 @dataclass(frozen=True)
 class Limits:
     max_bytes: int = 25 * 1024 * 1024
-    max_headers: int = 500
+    max_headers: int = 500  # header fields in one header block (the message's or a part's)
     max_depth: int = 20
     max_parts: int = 500
     max_attachment_bytes: int = 5 * 1024 * 1024  # larger attachments keep metadata only
     max_seconds: float = 5.0
+    # memory the parse may take beyond the parser process's own (enforced by that process)
+    max_memory_bytes: int = 1024 * 1024 * 1024
 
 
 class Attachment(BaseModel):
@@ -68,31 +77,52 @@ class Rejected:
     reason: str
 
 
-def _prescan(raw: bytes, limits: Limits) -> str | None:
-    if len(raw) > limits.max_bytes:
-        return f"larger than {limits.max_bytes} bytes ({len(raw)})"
-    head_end = raw.find(b"\r\n\r\n")
-    if head_end < 0:
-        head_end = raw.find(b"\n\n")
-    head = raw if head_end < 0 else raw[:head_end]
-    headers = len(_HEADER_LINE.findall(head))
-    if headers > limits.max_headers:
-        return f"has {headers} header fields (limit {limits.max_headers})"
-    boundaries = {m.group(1) or m.group(2) for m in _BOUNDARY.finditer(raw)}
-    if len(boundaries) > limits.max_depth:
-        # each nested multipart declares its own boundary: more boundaries than the
-        # depth limit means either too deep or too many multiparts to be worth parsing
-        return f"has {len(boundaries)} multipart levels or sections (limit {limits.max_depth})"
-    parts = 0
-    for b in boundaries:
-        parts += raw.count(b"\n--" + b)
-        if parts > limits.max_parts * 2:
-            break
-    # every part has one opening delimiter; each multipart also one closing delimiter
-    parts -= len(boundaries)
-    if parts > limits.max_parts:
-        return f"has about {parts} MIME parts (limit {limits.max_parts})"
-    return None
+class _LimitBroken(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class _BoundedParser(BytesFeedParser):
+    """The email package's parser, stopped at the first part, level or header block over
+    the limits (checked where the parser creates them, not by scanning for syntax)."""
+
+    def __init__(self, limits: Limits, deadline: float) -> None:
+        super().__init__(policy=email.policy.default)
+        self._limits = limits
+        self._deadline = deadline
+        self._parts = 0
+        self._depth = 0
+
+    def _new_message(self) -> None:
+        limits = self._limits
+        self._parts += 1
+        if self._parts > limits.max_parts:
+            raise _LimitBroken(
+                f"has more than {limits.max_parts} MIME parts (limit {limits.max_parts})"
+            )
+        if self._depth >= limits.max_depth:
+            raise _LimitBroken(
+                f"is nested deeper than {limits.max_depth} multipart levels "
+                f"(limit {limits.max_depth})"
+            )
+        if time.monotonic() > self._deadline:
+            raise _LimitBroken(f"took longer than {limits.max_seconds:g} s to parse")
+        self._depth += 1
+        super()._new_message()  # type: ignore[misc]
+
+    def _pop_message(self) -> Message:
+        self._depth -= 1
+        popped: Message = super()._pop_message()  # type: ignore[misc]
+        return popped
+
+    def _parse_headers(self, lines: list[str]) -> None:
+        fields = sum(1 for line in lines if line[:1] not in (" ", "\t"))
+        if fields > self._limits.max_headers:
+            raise _LimitBroken(
+                f"has {fields} header fields in one part (limit {self._limits.max_headers})"
+            )
+        super()._parse_headers(lines)  # type: ignore[misc]
 
 
 def _addresses(msg: Message, name: str) -> list[str]:
@@ -105,12 +135,13 @@ def _ids(value: str | None) -> list[str]:
 
 def parse_inbound(raw: bytes, *, limits: Limits = Limits()) -> InboundMessage | Rejected:
     """Parse ``raw`` within ``limits``; never raises for bad input."""
-    reason = _prescan(raw, limits)
-    if reason:
-        return Rejected(reason)
+    if len(raw) > limits.max_bytes:
+        return Rejected(f"larger than {limits.max_bytes} bytes ({len(raw)})")
     started = time.monotonic()
     try:
-        msg = email.message_from_bytes(raw, policy=email.policy.default)
+        parser = _BoundedParser(limits, started + limits.max_seconds)
+        parser.feed(raw)
+        msg = parser.close()
         assert isinstance(msg, EmailMessage)
         text: str | None = None
         html: str | None = None
@@ -157,7 +188,9 @@ def parse_inbound(raw: bytes, *, limits: Limits = Limits()) -> InboundMessage | 
             attachments=attachments,
             size=len(raw),
         )
-    except (RecursionError, MemoryError):
+    except _LimitBroken as exc:
+        return Rejected(exc.reason)
+    except RecursionError:
         return Rejected("is too deeply nested to parse")
     except (ValueError, TypeError, LookupError, AssertionError, IndexError) as exc:
         return Rejected(f"cannot be parsed ({type(exc).__name__})")

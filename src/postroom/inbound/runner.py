@@ -21,6 +21,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from postroom.db.tables import Profile
 from postroom.inbound.listener import MailboxListener
+from postroom.inbound.parsing import ParserUnavailable
 from postroom.inbound.sync import SyncServices
 
 __all__ = ["InboundRunner"]
@@ -54,6 +55,8 @@ class InboundRunner:
         return sorted(pid for pid, r in self._running.items() if r.listener.holding)
 
     async def run(self) -> None:
+        # the parser process starts while the listeners sign in, not with the first message
+        warming = asyncio.create_task(asyncio.to_thread(self._start_parser))
         try:
             while not self._stop.is_set():
                 try:
@@ -66,6 +69,14 @@ class InboundRunner:
                     await asyncio.wait_for(self._stop.wait(), self.s.config.rescan_s)
         finally:
             await asyncio.gather(*(self._end(pid) for pid in list(self._running)))
+            await warming
+            await asyncio.to_thread(self.s.parser.close)
+
+    def _start_parser(self) -> None:
+        try:
+            self.s.parser.start()
+        except ParserUnavailable as exc:  # each listener shows it as its error
+            log.error("inbound: %s", exc.message)
 
     def _wanted(self) -> dict[int, tuple[int, str]]:
         """Enabled profiles with IMAP: id → (version, folder)."""

@@ -22,6 +22,7 @@ from postroom.errors import NotFound
 from postroom.hmac_keys import HmacKeys
 from postroom.inbound.health import read_health
 from postroom.inbound.mailboxes import Mailboxes
+from postroom.inbound.parsing import MessageParser
 from postroom.inbound.runner import InboundRunner
 from postroom.inbound.schemas import (
     AttachmentInfo,
@@ -180,6 +181,7 @@ class Inbound:
             profiles=self._profiles,
             policy=self._policy,
             config=self.config,
+            parser=MessageParser(self.config.limits),
         )
 
     def runner(self, *, name: str | None = None) -> InboundRunner:

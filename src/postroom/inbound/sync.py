@@ -27,9 +27,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from postroom.db.tables import utcnow
 from postroom.imap.client import ImapError, ImapLimitExceeded
 from postroom.imap.mailbox import MailboxSession, MessageSize
-from postroom.imap.parse import Rejected, parse_inbound
-from postroom.inbound.bounces import Bounce, detect_bounce
+from postroom.imap.parse import Rejected
 from postroom.inbound.mailboxes import LeaseLost, Mailboxes
+from postroom.inbound.parsing import MessageParser
 from postroom.inbound.schemas import InboundConfig, InboundStatus, ListenerState, next_retry
 from postroom.inbound.store import (
     InboundStore,
@@ -62,6 +62,7 @@ class SyncServices:
     profiles: ProfileService
     policy: NetPolicy
     config: InboundConfig
+    parser: MessageParser  # one parser process for every listener of the runner
 
 
 class Interrupted(Exception):
@@ -252,14 +253,20 @@ class MailboxSync:
         if found is not None:
             await self._seen_before(uid, *found)
             return
-        parsed = await asyncio.to_thread(parse_inbound, raw, limits=self.s.config.limits)
+        # in the parser process: a slow message cannot hold this process's GIL
+        parsed = await self.s.parser.parse(raw)
         if isinstance(parsed, Rejected):
             await self._quarantine(uid, info, parsed.reason)
             return
-        bounce = await asyncio.to_thread(_bounce_of, raw)
         try:
             inbound_id = await db(
-                self.s.store.store, where, uid, parsed, size=info.size, sha256=sha256, bounce=bounce
+                self.s.store.store,
+                where,
+                uid,
+                parsed.message,
+                size=info.size,
+                sha256=sha256,
+                bounce=parsed.bounce,
             )
         except LeaseLost:
             raise
@@ -375,12 +382,3 @@ async def _apply(session: MailboxSession, processed: str, uid: int) -> None:
         await session.move([uid], processed[5:].strip())
     elif processed == "delete":
         await session.delete([uid])
-
-
-def _bounce_of(raw: bytes) -> Bounce | None:
-    # raw passed parse_inbound's limits, so the email package cannot blow up on depth or
-    # size here; a malformed notice is simply not recognised as a bounce
-    try:
-        return detect_bounce(raw)
-    except (ValueError, TypeError, LookupError, IndexError, AttributeError):
-        return None
