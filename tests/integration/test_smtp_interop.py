@@ -183,7 +183,7 @@ async def test_starttls_on_the_implicit_tls_port_is_wrong_mode_within_seconds(
     d = await probe(data)
     elapsed = time.monotonic() - started
     assert d.error is not None and d.error.code == "tls_wrong_mode", d.error
-    assert elapsed < 5, elapsed
+    assert elapsed < 8, elapsed  # was the whole 30 s connect timeout
     assert d.steps[-1].name == "greeting" and "TLS handshake" in d.steps[-1].detail
     assert "set security to 'tls'" in d.error.hint
 
