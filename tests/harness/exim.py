@@ -10,6 +10,8 @@ Ports (``EximServer.ports``), on ``127.0.0.1``:
     submission   STARTTLS, AUTH (CRAM-MD5, PLAIN, LOGIN) only after STARTTLS, mail only
                  from a signed-in client ("Authentication required" otherwise)
     submissions  implicit TLS, AUTH, the same rules
+    submission_nopipe  like submission, without PIPELINING (postroom's one-command-at-a-time
+                 delivery path)
 
 Exim's own behaviour, kept as Debian ships it: SMTPUTF8 and SIZE are advertised, a sender
 that is refused is refused at MAIL (``blocked@postroom.test`` here), and a message over
@@ -43,7 +45,7 @@ from .mailservers import DEFAULT_USERS, DOMAIN, HarnessStartError
 
 EXIM_USER = "Debian-exim"
 BINARY = "usr/sbin/exim4"
-PORT_NAMES = ("submission", "submissions")
+PORT_NAMES = ("submission", "submissions", "submission_nopipe")
 BLOCKED_SENDER = "blocked@postroom.test"
 UTF8_MAILBOX = "用户"
 MAILBOXES = (UTF8_MAILBOX, "carol", "postmaster")
@@ -228,6 +230,7 @@ class EximServer:
 
     def _write_config(self, binary: Path, tls: Path, passwd: Path) -> None:
         sub, subs = self.ports["submission"], self.ports["submissions"]
+        nopipe = self.ports["submission_nopipe"]
         lmtp_router = ""
         if self.lmtp_socket is not None and self.lmtp_users:
             local_parts = " : ".join(u.split("@")[0] for u in self.lmtp_users)
@@ -255,7 +258,7 @@ log_file_path = {self.log_dir}/%slog
 log_selector = +smtp_protocol_error +smtp_syntax_error +tls_peerdn
 primary_hostname = exim.{DOMAIN}
 qualify_domain = {DOMAIN}
-local_interfaces = <; 127.0.0.1.{sub} ; 127.0.0.1.{subs}
+local_interfaces = <; 127.0.0.1.{sub} ; 127.0.0.1.{subs} ; 127.0.0.1.{nopipe}
 tls_on_connect_ports = {subs}
 tls_advertise_hosts = *
 tls_certificate = {tls / "cert.pem"}
@@ -266,7 +269,7 @@ smtputf8_advertise_hosts = *
 host_lookup =
 rfc1413_hosts =
 never_users = root
-pipelining_advertise_hosts = *
+pipelining_advertise_hosts = ${{if eq{{$received_port}}{{{nopipe}}}{{}}{{*}}}}
 chunking_advertise_hosts =
 smtp_accept_max = 200
 smtp_accept_queue_per_connection = 0

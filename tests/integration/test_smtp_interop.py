@@ -210,8 +210,13 @@ def _deliver(app: Postroom, profile_name: str, message: dict[str, Any]) -> Any:
     return app.outbox.get(id)
 
 
-def test_size_is_declared_on_mail_from(sqlite_app: Postroom, exim: EximServer) -> None:
-    sqlite_app.profiles.create(profile(exim_server(exim)))
+# both delivery paths: pipelined, and one command at a time (a server without PIPELINING)
+PATHS = pytest.mark.parametrize("port", ["submission", "submission_nopipe"])
+
+
+@PATHS
+def test_size_is_declared_on_mail_from(sqlite_app: Postroom, exim: EximServer, port: str) -> None:
+    sqlite_app.profiles.create(profile(exim_server(exim), port=exim.ports[port]))
     subject = f"sized {uuid.uuid4().hex[:8]}"
     m = _deliver(sqlite_app, "QA exim", {"to": [BOB], "subject": subject, "text": "x" * 5000})
     assert m.status == "sent", m.last_error
@@ -220,12 +225,13 @@ def test_size_is_declared_on_mail_from(sqlite_app: Postroom, exim: EximServer) -
     assert sizes and sizes[-1] > 5000, declared  # -1 when SIZE= is not declared
 
 
+@PATHS
 def test_message_over_the_servers_limit_fails_before_its_bytes_are_sent(
-    sqlite_app: Postroom, exim: EximServer
+    sqlite_app: Postroom, exim: EximServer, port: str
 ) -> None:
     """Exim advertises SIZE 2097152 here; without SIZE= on MAIL FROM it answered 552 only
     after the whole body had crossed the wire."""
-    sqlite_app.profiles.create(profile(exim_server(exim)))
+    sqlite_app.profiles.create(profile(exim_server(exim), port=exim.ports[port]))
     before = exim.log_text()
     big = "0123456789abcdef\n" * (3 * 1024 * 1024 // 17)  # ~3 MiB of text
     m = _deliver(sqlite_app, "QA exim", {"to": [BOB], "subject": "too big", "text": big})
@@ -247,7 +253,17 @@ async def test_ehlo_step_shows_the_servers_size_limit(server: Server) -> None:
 
 def test_utf8_recipient_and_sender_reach_the_mailbox(sqlite_app: Postroom, server: Server) -> None:
     """Raw UTF-8 in the envelope and the headers, with SMTPUTF8 (Postfix and Exim offer it)."""
-    data = profile(server)
+    _utf8_roundtrip(sqlite_app, server, profile(server))
+
+
+def test_utf8_mail_without_pipelining(sqlite_app: Postroom, exim: EximServer) -> None:
+    """The one-command-at-a-time path (aiosmtplib) asks for SMTPUTF8 too."""
+    server = exim_server(exim)
+    _utf8_roundtrip(sqlite_app, server, profile(server, port=exim.ports["submission_nopipe"]))
+    assert "SMTPUTF8=yes" in exim.mail_from_lines()[-1], exim.mail_from_lines()[-1]
+
+
+def _utf8_roundtrip(sqlite_app: Postroom, server: Server, data: dict[str, Any]) -> None:
     data["sender"]["from_address"] = server.utf8_mailbox
     sqlite_app.profiles.create(data)
     subject = f"Grüße {uuid.uuid4().hex[:8]}"
