@@ -27,6 +27,7 @@ from postroom.net.resolve import BlockedByPolicy, HostNotFound, ResolveTimeout, 
 from postroom.net.tls import classify_tls_error, describe_tls, make_context
 from postroom.oauth2.access import bearer_for, forget
 from postroom.oauth2.errors import TokenError
+from postroom.oauth2.sasl import choose_mechanism
 from postroom.oauth2.smtp_auth import NoTokenMechanism, authenticate
 from postroom.oauth2.tokens import AccessToken
 from postroom.profiles.schemas import AuthMethod, ProfileSpec, Security, SmtpSettings
@@ -285,13 +286,15 @@ async def _oauth2_auth(client: aiosmtplib.SMTP, s: SmtpSettings, token: AccessTo
         except aiosmtplib.SMTPAuthenticationError as exc:
             await forget(token)
             if attempt == 2 or token.fresh:
+                used = (choose_mechanism(client.server_auth_methods) or "").upper()
                 raise StepFailed(
                     Code.AUTH_FAILED,
-                    f"The server refused the access token for '{token.username}': {exc.code} "
+                    f"The server refused the access token for '{token.username}' "
+                    f"(AUTH {used}): {exc.code} "
                     f"{exc.message}. Check that the configuration's username is the signed-in "
                     "mailbox, that the token has the mail scopes, and that the mailbox allows "
                     "SMTP AUTH (Microsoft 365: 'Authenticated SMTP').",
-                    detail=f"{exc.code} {exc.message}",
+                    detail=f"AUTH {used}: {exc.code} {exc.message}",
                 ) from None
             try:
                 token = await bearer_for(s.oauth2_config or "", rejected=token)
