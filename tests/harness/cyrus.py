@@ -24,6 +24,7 @@ import os
 import pwd
 import shutil
 import signal
+import smtplib
 import subprocess
 import tempfile
 import time
@@ -144,19 +145,32 @@ class CyrusServer:
         self.stop()
         shutil.rmtree(self.directory, ignore_errors=True)
 
+    def add_user(self, user: str, password: str) -> None:
+        """A new mailbox user, effective at once (its INBOX is created at its first login
+        or delivery)."""
+        self.users[user] = password
+        self._saslpasswd(user, password)
+
+    def deliver(self, recipient: str, raw: bytes, sender: str = "sender@postroom.test") -> None:
+        """Deliver over LMTP on the unix socket, as an MTA would."""
+        with smtplib.LMTP(str(self.lmtp_socket), timeout=10) as lmtp:
+            lmtp.sendmail(sender, [recipient], raw)
+
+    def _saslpasswd(self, user: str, password: str) -> None:
+        local, _, domain = user.partition("@")
+        subprocess.run(
+            [str(unpacked.root() / "usr/sbin/saslpasswd2"), "-f", str(self.sasldb), "-u",
+             domain, "-p", "-c", local],
+            input=password.encode(),
+            env=dict(os.environ, LD_LIBRARY_PATH=unpacked.library_path()),
+            check=True,
+            capture_output=True,
+            timeout=20,
+        )  # fmt: skip
+
     def _write_users(self, uid: int, gid: int) -> None:
-        saslpasswd2 = unpacked.root() / "usr/sbin/saslpasswd2"
-        env = dict(os.environ, LD_LIBRARY_PATH=unpacked.library_path())
         for user, password in self.users.items():
-            local, _, domain = user.partition("@")
-            subprocess.run(
-                [str(saslpasswd2), "-f", str(self.sasldb), "-u", domain, "-p", "-c", local],
-                input=password.encode(),
-                env=env,
-                check=True,
-                capture_output=True,
-                timeout=20,
-            )
+            self._saslpasswd(user, password)
         os.chown(self.sasldb, uid, gid)
         self.sasldb.chmod(0o640)
 

@@ -3,6 +3,7 @@ and postroom's connection test passes every step against it."""
 
 from __future__ import annotations
 
+import asyncio
 import imaplib
 import smtplib
 import time
@@ -96,3 +97,33 @@ def test_roundtrip_through_exim_and_cyrus(
     d = sqlite_app.test_profile("Exim", send_to=BOB, roundtrip=True)
     assert d.ok, d.error
     assert d.steps[-1].name == "roundtrip" and "arrived after" in d.steps[-1].detail
+
+
+async def test_new_mail_arrives_through_idle_on_cyrus(
+    sqlite_app: Postroom, exim: EximServer, cyrus: CyrusServer
+) -> None:
+    """postroom's inbound listener on Cyrus (with idled: Cyrus reports new mail during IDLE
+    at once; without it, only about every 60 s)."""
+    from postroom.inbound.schemas import InboundEvent, ListenerState
+    from tests.integration.test_inbound_support import inbound, message, running, wait_until
+
+    user, password = f"in-{uuid.uuid4().hex[:10]}@postroom.test", uuid.uuid4().hex
+    await asyncio.to_thread(cyrus.add_user, user, password)
+    data = exim_profile(exim, cyrus)
+    data["name"] = "Cyrus inbox"
+    data["imap"] |= {"username": user, "password": password, "connect_timeout_s": 5}
+    sqlite_app.profiles.create(data)
+    service = inbound(sqlite_app)
+    events: list[InboundEvent] = []
+    service.subscribe("Cyrus inbox", events.append)
+    async with running(service):
+        await wait_until(
+            lambda: service.health("Cyrus inbox")[0].state is ListenerState.IDLE, what="IDLE"
+        )
+        sent = time.monotonic()
+        raw = message(user, "Build 4711 failed").as_bytes()
+        await asyncio.to_thread(cyrus.deliver, user, raw)
+        await wait_until(lambda: events, timeout=10, what="the message")
+        elapsed = time.monotonic() - sent
+    assert events[0].subject == "Build 4711 failed"
+    assert elapsed < 3, elapsed
