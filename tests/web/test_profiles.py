@@ -288,3 +288,29 @@ def test_a_changed_server_needs_the_password_again_in_tests_and_on_save(
     expect(page.get_by_text("Profile 'Stays home' saved.")).to_be_visible()
     assert live_server.pr.profiles.get("Stays home").smtp["port"] != smtp_target.port
     assert live_server.pr.profiles.spec_with_secrets("Stays home").smtp.password == "typed-again"
+
+
+def test_oauth2_form_refuses_references_and_asks_for_the_secret_when_the_endpoint_moves(
+    page: Any, live_server: LiveServer, accounts: dict[str, Any]
+) -> None:
+    sign_in(page, live_server.url, *accounts["admin"])
+    page.goto(live_server.url + "/settings/email/oauth2/new")
+    page.get_by_label("Name").fill("Corp IdP")
+    page.get_by_label("Provider").select_option("generic")
+    page.get_by_label("Grant").select_option("client_credentials")
+    page.get_by_label("Client ID").fill("client-123")
+    page.get_by_label("Token URL").fill("https://idp.example.com/token")
+    page.get_by_label("Client secret").fill("env:POSTROOM_SECRET_KEYS")
+    page.get_by_role("button", name="Create configuration").click()
+    expect(page.locator("#f-client-secret-error")).to_contain_text("only the operator may set")
+    assert all(c.name != "Corp IdP" for c in live_server.pr.oauth2.list())
+
+    page.get_by_label("Client secret").fill("a-real-client-secret")
+    page.get_by_role("button", name="Create configuration").click()
+    expect(page.get_by_text("OAuth2 configuration 'Corp IdP' created.")).to_be_visible()
+    config = live_server.pr.oauth2.get("Corp IdP")
+    page.goto(f"{live_server.url}/settings/email/oauth2/{config.id}")
+    page.get_by_label("Token URL").fill("https://elsewhere.example.net/token")
+    page.get_by_role("button", name="Save").click()
+    expect(page.locator("#f-client-secret-error")).to_contain_text("type the client secret again")
+    assert live_server.pr.oauth2.get("Corp IdP").token_url == "https://idp.example.com/token"
