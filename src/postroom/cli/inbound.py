@@ -28,9 +28,9 @@ inbound_app.add_typer(webhook_app, name="webhook")
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
 
-def service(app: Postroom, config: InboundConfig | None = None) -> Inbound:
-    """The inbound service of ``app`` with ``config`` (the CLI's own tuning)."""
-    return Inbound(app.sessions, app.box, app.policy, config=config)
+def service(app: Postroom) -> Inbound:
+    """The inbound service of ``app``: the one ``serve`` runs, with its subscribers."""
+    return app.inbound
 
 
 @inbound_app.command("run")
@@ -59,7 +59,9 @@ def run(
         bad_input("rescan", "must be between 0.1 and 3600 seconds")
     config = InboundConfig(lease_s=lease, idle_renew_s=idle_renew, rescan_s=rescan)
     with opened(wait_for_database_s=120) as app:
-        runner = service(app, config).runner()
+        # the same wiring as `serve`: app.inbound carries the subscribers the application
+        # registers (a reply deciding an actionable email), not a bare service of its own
+        runner = service(app).runner(config=config)
 
         async def main() -> None:
             loop = asyncio.get_running_loop()

@@ -168,10 +168,12 @@ class Inbound:
 
     # -- running --------------------------------------------------------------------------------
 
-    def services(self) -> SyncServices:
-        """What listeners work with (for :class:`~postroom.inbound.runner.InboundRunner`)."""
+    def services(self, config: InboundConfig | None = None) -> SyncServices:
+        """What listeners work with (for :class:`~postroom.inbound.runner.InboundRunner`);
+        ``config`` tunes this run (default: :attr:`config`). Subscribers are this object's."""
+        config = config or self.config
         dispatcher = Dispatcher(
-            self.store, self.webhooks, self.callbacks, policy=self._policy, config=self.config
+            self.store, self.webhooks, self.callbacks, policy=self._policy, config=config
         )
         return SyncServices(
             sessions=self._sessions,
@@ -180,14 +182,20 @@ class Inbound:
             dispatcher=dispatcher,
             profiles=self._profiles,
             policy=self._policy,
-            config=self.config,
-            parser=MessageParser(self.config.limits),
+            config=config,
+            parser=MessageParser(config.limits),
         )
 
-    def runner(self, *, name: str | None = None) -> InboundRunner:
+    def runner(
+        self, *, name: str | None = None, config: InboundConfig | None = None
+    ) -> InboundRunner:
         """A runner for every enabled receiving profile: ``await runner.run()``,
-        ``runner.stop()``. ``name`` identifies this process in the mailbox leases."""
-        return InboundRunner(self.services(), name=name)
+        ``runner.stop()``. ``name`` identifies this process in the mailbox leases; ``config``
+        tunes this run. ``postroom serve`` and ``postroom inbound run`` both call this on
+        ``app.inbound``, so they hand messages to the same subscribers (webhooks, and the
+        callbacks :class:`~postroom.app.Postroom` registers, such as deciding actionable
+        emails by reply)."""
+        return InboundRunner(self.services(config), name=name)
 
 
 def _profile_id(s: Session, name: str) -> int:
