@@ -24,6 +24,7 @@ from sqlalchemy import ForeignKey, Integer, String, func, select, update
 from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
 
 from postroom.addresses import check_addr_spec, check_single_line
+from postroom.admin_sessions import end_sessions_of
 from postroom.audit import record
 from postroom.db.tables import Admin, ApiKey, Base, Profile, utcnow
 from postroom.errors import FieldError, NotFound, ValidationError
@@ -246,7 +247,8 @@ class Accounts:
             s.commit()
 
     def set_password(self, username: str, password: str, /, *, actor: str = "system") -> None:
-        """Replace an account's password; its outstanding reset links die with the old one."""
+        """Replace an account's password; its outstanding reset links and its web sessions
+        die with the old one."""
         _check_password(password)
         with self._sessions() as s:
             row = self._admin(s, username)
@@ -271,6 +273,7 @@ class Accounts:
 
     def _replace_password(self, s: Session, row: Admin, password: str) -> None:
         row.password_hash = self._hasher.hash(password)
+        end_sessions_of(s, row.id)  # whoever knew the old password is signed out everywhere
         s.execute(
             update(PasswordReset)
             .where(PasswordReset.admin_id == row.id, PasswordReset.used_at.is_(None))

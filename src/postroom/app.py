@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -24,6 +24,7 @@ from postroom.actions.service import Actions, rotate_action_secrets
 from postroom.actions.tables import ActionKey
 from postroom.actions.webhooks import webhook_policy
 from postroom.addresses import check_addr_spec
+from postroom.admin_sessions import AdminSessions
 from postroom.audit import AuditLog, record
 from postroom.db.engine import make_engine, make_sessionmaker, upgrade
 from postroom.db.tables import OAuth2Config, Profile, SystemSetting, utcnow
@@ -41,6 +42,7 @@ from postroom.hmac_keys import HmacKeys
 from postroom.inbound.schemas import InboundEvent
 from postroom.inbound.service import Inbound
 from postroom.inbound.webhooks import rotate_webhook_secrets
+from postroom.net.forwarded import parse_trusted
 from postroom.net.policy import NetPolicy
 from postroom.notify.compose import OutgoingMessage
 from postroom.notify.events import Notifier
@@ -62,6 +64,7 @@ from postroom.secrets import (
     write_key_file,
 )
 from postroom.settings import Settings, get_settings
+from postroom.throttles import Throttles
 
 __all__ = ["Postroom"]
 
@@ -92,11 +95,18 @@ class Postroom:
             )
         except ValueError as exc:
             raise ConfigurationError(str(exc)) from None
+        try:
+            self.trusted_proxies = parse_trusted(settings.trusted_proxies)
+        except ValueError as exc:
+            raise ConfigurationError(str(exc)) from None
         self.profiles = ProfileService(sessions, box)
         self.bindings = Bindings(sessions)
         self.oauth2 = OAuth2Configs(sessions, box)
         self.oauth2_lifecycle = lifecycle_for(self)  # tokens, sign-ins; SMTP/IMAP use it
         self.accounts = Accounts(sessions)
+        #: signed-in web sessions and throttle counts: in the database, shared by every process
+        self.admin_sessions = AdminSessions(sessions, max_age=timedelta(hours=12))
+        self.throttles = Throttles(sessions)
         self.audit = AuditLog(sessions)
         self.hmac_keys = HmacKeys(sessions, box)  # action links, bounce tokens
         self.outbox = Outbox(sessions, OutboxQueue(sessions), bounce_keys=self.hmac_keys)

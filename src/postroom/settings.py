@@ -36,6 +36,8 @@ class Settings(BaseSettings):
     #: The operator's CLI may reference anything except postroom's own keys.
     secret_ref_env: str = ""
     secret_ref_paths: str = ""
+    #: addresses/CIDRs of reverse proxies whose X-Forwarded-For/-Proto are believed
+    trusted_proxies: str = ""
 
     @property
     def resolved_database_url(self) -> str:

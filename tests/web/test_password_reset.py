@@ -17,6 +17,7 @@ from sqlalchemy import delete
 from postroom import Postroom
 from postroom.accounts import PasswordReset
 from postroom.audit import AuditRead
+from postroom.throttles import RESET_REQUESTS_ADDRESS
 from tests.harness.mailservers import MailServers
 from tests.web.conftest import LiveServer, SmtpTarget, shot, sign_in
 from tests.web.outbox_data import drain
@@ -55,7 +56,7 @@ def system_mail(live_server: LiveServer, smtp_target: SmtpTarget) -> Postroom:
 @pytest.fixture(autouse=True)
 def fresh_limits(live_server: LiveServer) -> None:
     """Each test starts under the per-address and per-account limits."""
-    live_server.web.reset_limit.clear()
+    live_server.pr.throttles.clear(RESET_REQUESTS_ADDRESS)
     with live_server.pr.sessions() as s:
         s.execute(delete(PasswordReset))
         s.commit()
@@ -190,7 +191,7 @@ def test_an_unknown_account_gets_the_same_answer_as_fast(
         return elapsed
 
     # The account is looked up after the answer went out: both answers take the same time.
-    live_server.web.reset_limit.clear()
+    live_server.pr.throttles.clear(RESET_REQUESTS_ADDRESS)
     assert abs(timed("rosa") - timed("nobody-at-all")) < 0.25
     wait_for("rosa's mails", lambda: len(pr.outbox.list(limit=1000)) >= sent_before + 2)
     time.sleep(0.3)

@@ -24,6 +24,7 @@ from postroom.audit import AuditRead
 from postroom.cli import cli
 from postroom.db.tables import utcnow
 from postroom.settings import Settings
+from postroom.throttles import RESET_REQUESTS_ADDRESS
 from tests.web.conftest import LiveServer, shot, sign_in
 
 ANSWER = "If an account matches, a reset link was sent to its address."
@@ -46,7 +47,7 @@ def age_links(pr: Postroom) -> None:
 
 @pytest.fixture(autouse=True)
 def fresh_limits(live_server: LiveServer) -> None:
-    live_server.web.reset_limit.clear()
+    live_server.pr.throttles.clear(RESET_REQUESTS_ADDRESS)
     age_links(live_server.pr)
 
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from postroom import Postroom
+from postroom.throttles import Throttles, minutes, sign_in_checks
 from postroom.web.security import Signer, WebSession, load_installation_secret, new_session
 from postroom.web.setup import consume_setup_token, setup_url, valid_setup_token
-from postroom.web.throttle import LoginThrottle
 
 
 def test_signed_values_cannot_be_altered() -> None:
@@ -44,21 +45,21 @@ def test_sealed_form_secrets_expire_and_stay_in_their_session() -> None:
     assert signer.unseal("form-password:s2", token, ttl_s=60) is None
 
 
-def test_throttle_counts_per_username_and_address() -> None:
-    now = [1000.0]
-    throttle = LoginThrottle(limit=5, window_s=900, clock=lambda: now[0])
+def test_throttle_counts_per_username_and_address(app: Postroom) -> None:
+    now = [datetime(2026, 1, 1, tzinfo=UTC)]
+    throttle = Throttles(app.sessions, clock=lambda: now[0])
     for _ in range(5):
-        assert throttle.wait_s("Ada", "10.0.0.1") == 0
-        throttle.failed("Ada", "10.0.0.1")
-    assert throttle.wait_s("ada", "10.0.0.1") == pytest.approx(900)
-    assert throttle.minutes(throttle.wait_s("ada", "10.0.0.1")) == 15
-    assert throttle.wait_s("ada", "10.0.0.2") == 0
-    assert throttle.wait_s("bob", "10.0.0.1") == 0
-    now[0] += 901
-    assert throttle.wait_s("ada", "10.0.0.1") == 0
-    throttle.failed("ada", "10.0.0.1")
-    throttle.succeeded("ada", "10.0.0.1")
-    assert throttle.wait_s("ada", "10.0.0.1") == 0
+        assert throttle.wait_s(*sign_in_checks("Ada", "10.0.0.1")) == 0
+        throttle.hit(*sign_in_checks("Ada", "10.0.0.1"))
+    assert throttle.wait_s(*sign_in_checks("ada", "10.0.0.1")) == pytest.approx(900)
+    assert minutes(throttle.wait_s(*sign_in_checks("ada", "10.0.0.1"))) == 15
+    assert throttle.wait_s(*sign_in_checks("ada", "10.0.0.2")) == 0
+    assert throttle.wait_s(*sign_in_checks("bob", "10.0.0.1")) == 0
+    now[0] += timedelta(seconds=901)
+    assert throttle.wait_s(*sign_in_checks("ada", "10.0.0.1")) == 0
+    throttle.hit(*sign_in_checks("ada", "10.0.0.1"))
+    throttle.clear(*sign_in_checks("ada", "10.0.0.1")[0])
+    assert throttle.wait_s(*sign_in_checks("ada", "10.0.0.1")) == 0
 
 
 def test_installation_secret_is_made_once_and_kept(sqlite_app: Postroom) -> None:

@@ -11,6 +11,7 @@ from postroom.actions import pages as action_pages
 from postroom.api.deps import remember_submitted
 from postroom.api.errors import install_error_handlers
 from postroom.api.openapi import add_request_schemas
+from postroom.api.proxy import TrustedProxyHeaders
 from postroom.api.routes import (
     actions,
     apikeys,
@@ -83,4 +84,5 @@ def create_app(app: Postroom) -> FastAPI:
     api.include_router(unsubscribe_pages.router)
     api.include_router(oauth2.callback_router)  # the redirect URI, outside /api/v1
     api.include_router(v1)
+    api.add_middleware(TrustedProxyHeaders, trusted=app.trusted_proxies)
     return api

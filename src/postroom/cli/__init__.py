@@ -103,6 +103,9 @@ async def _serve(app: Postroom, host: str, port: int) -> None:
         uvicorn.Config(
             create_app(app), host=host, port=port, log_level=app.settings.log_level,
             access_log=False,
+            # uvicorn believes X-Forwarded-For from 127.0.0.1 by default; the app trusts
+            # only POSTROOM_TRUSTED_PROXIES (postroom.api.proxy)
+            proxy_headers=False,
         )
     )  # fmt: skip
     worker = Worker(app)

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable, Coroutine
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Annotated, Any, ClassVar
 from urllib.parse import quote
 
@@ -32,7 +31,6 @@ from postroom.web.security import (
     load_installation_secret,
     new_session,
 )
-from postroom.web.throttle import LoginThrottle, RequestLimit
 
 __all__ = [
     "CsrfRejected",
@@ -101,18 +99,14 @@ class WebUser:
 
 
 class WebState:
-    """What the web UI keeps for one Postroom: templates, keys, throttle, signed-out sessions."""
+    """What the web UI keeps for one Postroom: templates and keys. Sessions and throttles
+    live in the database (``pr.admin_sessions``, ``pr.throttles``), shared by every process."""
 
     def __init__(self, pr: Postroom) -> None:
         self.pr = pr
         self.templates = Templates()
-        self.throttle = LoginThrottle()
-        #: password reset requests per client address (per account: see Accounts)
-        self.reset_limit = RequestLimit(limit=5)
         self._signer: Signer | None = None
         self._lock = threading.Lock()
-        self._revoked: dict[str, float] = {}
-        self._password_changed: dict[str, int] = {}
         self._jobs: ThreadPoolExecutor | None = None
 
     def later(self, job: Callable[..., None], /, *args: Any) -> None:
@@ -132,29 +126,17 @@ class WebState:
                 self._signer = Signer(load_installation_secret(self.pr))
             return self._signer
 
-    def revoke(self, sid: str) -> None:
-        """Refuse this session id from now on (sign-out)."""
-        now = time.time()
-        with self._lock:
-            self._revoked = {s: t for s, t in self._revoked.items() if now - t < SESSION_MAX_AGE_S}
-            self._revoked[sid] = now
+    def sign_in(self, request: Request, user: str, role: str) -> None:
+        """Start a new session for ``user`` (new id and CSRF token: no session fixation),
+        recorded in the database so every process sees it, and sign-out ends it everywhere."""
+        session = get_session(request).signed_in(user, role)
+        self.pr.admin_sessions.start(session.sid, user)
+        set_session(request, session)
 
-    def is_revoked(self, sid: str) -> bool:
-        with self._lock:
-            return sid in self._revoked
-
-    def password_changed(self, user: str) -> None:
-        """Refuse ``user``'s sessions issued before now (their password was reset)."""
-        with self._lock:
-            self._password_changed[user.casefold()] = int(time.time())
-
-    def is_stale(self, session: WebSession) -> bool:
-        """Whether the session predates its user's last password reset."""
-        if session.user is None:
-            return False
-        with self._lock:
-            changed = self._password_changed.get(session.user.casefold())
-        return changed is not None and session.issued < changed
+    def sign_out(self, request: Request) -> None:
+        """End this browser's session in the database; it gets a fresh anonymous one."""
+        self.pr.admin_sessions.end(get_session(request).sid)
+        set_session(request, new_session())
 
     def secure(self, request: Request) -> bool:
         """Whether cookies get the Secure flag: the public URL or this request is https."""
@@ -306,7 +288,12 @@ def get_session(request: Request) -> WebSession:
         return cached
     web = get_web(request)
     session = WebSession.from_cookie(web.signer, request.cookies.get(SESSION_COOKIE))
-    if session is None or web.is_revoked(session.sid) or web.is_stale(session):
+    if session is not None and session.user is not None:
+        # a signed-in cookie counts only while its session row lives (sign-out, a new
+        # password or a deleted account end it in every process); the role is the account's
+        current = web.pr.admin_sessions.current(session.sid)
+        session = None if current is None else replace(session, user=current[0], role=current[1])
+    if session is None:
         session = new_session()
         request.state.session_changed = True
     request.state.session = session

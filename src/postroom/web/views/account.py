@@ -10,6 +10,7 @@ from __future__ import annotations
 from fastapi import Request, Response
 
 from postroom.errors import ValidationError
+from postroom.throttles import minutes, sign_in_checks
 from postroom.web.core import PostForm, UserDep, WebDep, WebUser, see_other
 from postroom.web.views.common import Route, client_address
 
@@ -51,12 +52,12 @@ def set_email(request: Request, web: WebDep, user: UserDep, form: PostForm) -> R
     def again(field: str, message: str, status: int) -> Response:
         return _page(request, web, user, email=email, errors={field: message}, status=status)
 
-    wait = web.throttle.wait_s(user.name, address)
+    checks = sign_in_checks(user.name, address)
+    wait = web.pr.throttles.wait_s(*checks)
     if wait > 0:
-        minutes = web.throttle.minutes(wait)
-        return again("current_password", f"too many wrong passwords; wait {minutes} min", 429)
+        return again("current_password", f"too many wrong passwords; wait {minutes(wait)} min", 429)
     if web.pr.accounts.verify_admin(user.name, form.get("current_password", "")) is None:
-        web.throttle.failed(user.name, address)
+        web.pr.throttles.hit(*checks)
         return again("current_password", "is not your current password", 403)
     try:
         web.pr.accounts.set_email(user.name, email or None, actor=user.actor)

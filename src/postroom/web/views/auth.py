@@ -8,15 +8,8 @@ from fastapi import Query, Request, Response
 
 from postroom.accounts import MIN_PASSWORD_LENGTH, AdminRole
 from postroom.errors import ValidationError
-from postroom.web.core import (
-    PageNotFound,
-    PostForm,
-    SessionDep,
-    WebDep,
-    see_other,
-    set_session,
-)
-from postroom.web.security import new_session
+from postroom.throttles import minutes, sign_in_checks
+from postroom.web.core import PageNotFound, PostForm, SessionDep, WebDep, see_other
 from postroom.web.setup import consume_setup_token, restore_setup_token, valid_setup_token
 from postroom.web.views.common import Route, client_address, safe_next
 
@@ -49,7 +42,8 @@ def login_page(
 
 
 def login(request: Request, web: WebDep, session: SessionDep, form: PostForm) -> Response:
-    """Check the password (throttled per username and address) and start a session."""
+    """Check the password (throttled per account, per address and per both: see
+    postroom.throttles) and start a session."""
     username = form.get("username", "").strip()
     password = form.get("password", "")
     target = safe_next(form.get("next"))
@@ -67,27 +61,27 @@ def login(request: Request, web: WebDep, session: SessionDep, form: PostForm) ->
             notice=None,
         )
 
-    wait = web.throttle.wait_s(username, address)
-    if wait > 0:
-        minutes = web.throttle.minutes(wait)
+    checks = sign_in_checks(username, address)
+    wait = web.pr.throttles.wait_s(*checks)
+    if wait > 0:  # before the password is even hashed: a guess costs nothing and says nothing
+        n = minutes(wait)
         return again(
-            f"Too many failed sign-ins for this account from your address. Wait {minutes} "
-            f"minute{'s' if minutes != 1 else ''} and try again.",
+            f"Too many failed sign-ins for this account or from your address. Wait {n} "
+            f"minute{'s' if n != 1 else ''} and try again.",
             429,
         )
     principal = web.pr.accounts.verify_admin(username, password) if username else None
     if principal is None:
-        web.throttle.failed(username, address)
+        web.pr.throttles.hit(*checks)
         return again("Wrong username or password.", 401)
-    web.throttle.succeeded(username, address)
-    set_session(request, session.signed_in(principal.name, principal.role))
+    web.pr.throttles.clear(*checks[0])
+    web.sign_in(request, principal.name, principal.role)
     return see_other(target)
 
 
 def logout(request: Request, web: WebDep, session: SessionDep, form: PostForm) -> Response:
     """End the session: this cookie is refused from now on."""
-    web.revoke(session.sid)
-    set_session(request, new_session())
+    web.sign_out(request)
     web.flash(request, "info", "You are signed out.")
     return see_other("/login")
 
@@ -144,7 +138,7 @@ def setup(
         restore_setup_token(web.pr, receipt)
         errors = {e.field: e.message for e in exc.errors}
         return _setup_page(request, web, token, errors=errors, username=username)
-    set_session(request, session.signed_in(username, AdminRole.ADMIN))
+    web.sign_in(request, username, AdminRole.ADMIN)
     web.flash(request, "success", f"Welcome, {username}. Your admin account is ready.")
     return see_other("/settings/email")
 

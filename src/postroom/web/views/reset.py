@@ -15,8 +15,8 @@ from fastapi import Request, Response
 
 from postroom.accounts import MIN_PASSWORD_LENGTH, RESET_TTL
 from postroom.errors import NotFound, PostroomError, ValidationError
-from postroom.web.core import PostForm, SessionDep, WebDep, WebState, see_other, set_session
-from postroom.web.security import new_session
+from postroom.throttles import RESET_REQUESTS_ADDRESS, minutes, sign_in_checks
+from postroom.web.core import PostForm, SessionDep, WebDep, WebState, see_other
 from postroom.web.views.common import Route, client_address
 
 __all__ = ["FORGOT", "ROUTES", "link_base", "send_reset_link"]
@@ -105,12 +105,12 @@ def forgot(request: Request, web: WebDep, form: PostForm) -> Response:
     if not login:
         return _forgot(request, web, error="Enter your username or email address.", status=422)
     address = client_address(request)
-    wait = web.reset_limit.take(address)
+    wait = web.pr.throttles.take(RESET_REQUESTS_ADDRESS, address)
     if wait > 0:
-        minutes = web.throttle.minutes(wait)
+        n = minutes(wait)
         error = (
             "Too many reset requests from your address. Wait "
-            f"{minutes} minute{'s' if minutes != 1 else ''} and try again."
+            f"{n} minute{'s' if n != 1 else ''} and try again."
         )
         return _forgot(request, web, login=login[:254], error=error, status=429)
     web.later(send_reset_link, web, login[:254], link_base(web, request), address)
@@ -160,9 +160,9 @@ def reset(
     except ValidationError as exc:
         errors = {e.field: e.message for e in exc.errors}
         return _reset_form(request, web, token, username, errors=errors)
-    web.password_changed(username)
-    web.throttle.succeeded(username, client_address(request))
-    set_session(request, new_session())
+    # the account's sessions ended with the old password (Accounts); so does this one
+    web.pr.throttles.clear(*sign_in_checks(username, client_address(request))[0])
+    web.sign_out(request)
     web.flash(request, "success", "Your password is changed. Sign in with the new password.")
     return see_other("/login")
 
