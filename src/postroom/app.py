@@ -63,6 +63,7 @@ from postroom.secrets import (
     load_keys,
     write_key_file,
 )
+from postroom.send_limits import SendLimits
 from postroom.settings import Settings, get_settings
 from postroom.throttles import Throttles
 
@@ -109,7 +110,10 @@ class Postroom:
         self.throttles = Throttles(sessions)
         self.audit = AuditLog(sessions)
         self.hmac_keys = HmacKeys(sessions, box)  # action links, bounce tokens
-        self.outbox = Outbox(sessions, OutboxQueue(sessions), bounce_keys=self.hmac_keys)
+        self.send_limits = SendLimits.from_settings(settings)
+        self.outbox = Outbox(
+            sessions, OutboxQueue(sessions), bounce_keys=self.hmac_keys, limits=self.send_limits
+        )
         self.limits = Limits(sessions)
         self.templates = Templates(sessions)
         self.notifications = Notifier(
@@ -122,6 +126,7 @@ class Postroom:
         self.actions = Actions(
             sessions, box, self.outbox, self.bindings,
             public_url=settings.public_url, policy=self.policy, webhook_policy=hooks_policy,
+            limits=self.send_limits,
         )  # fmt: skip
         self.inbound = Inbound(sessions, box, self.policy)
         # a reply whose first word is a choice decides an actionable email

@@ -31,6 +31,13 @@ class Settings(BaseSettings):
     #: days a sent, failed, bounced or cancelled message is kept (with its body and
     #: attempts) before workers delete it; 0 keeps everything
     outbox_retention_days: int = Field(default=30, ge=0, le=3650)
+    #: limits on what callers send (docs/security.md, "Limits on what callers send"):
+    #: request bodies (fits one message at the 25 MiB limit once base64-encoded), …
+    max_request_bytes: int = Field(default=36 * 2**20, ge=1024, le=2**31)
+    #: … to, cc and bcc together per message, recipients per action, action bodies
+    max_recipients_per_message: int = Field(default=500, ge=1, le=100_000)
+    max_action_recipients: int = Field(default=100, ge=1, le=10_000)
+    max_action_body_bytes: int = Field(default=512 * 1024, ge=1024, le=25 * 2**20)
     #: secret references an administrator (REST, web UI) may store: comma-separated
     #: variable names (``SMTP_*`` matches a prefix) and absolute directory prefixes.
     #: The operator's CLI may reference anything except postroom's own keys.

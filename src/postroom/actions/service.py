@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hmac
 import html
+import json
 import logging
 import re
 import secrets
@@ -55,6 +56,7 @@ from postroom.profiles.bindings import Bindings
 from postroom.profiles.schemas import SenderSettings
 from postroom.profiles.service import name_key
 from postroom.secrets import SecretBox
+from postroom.send_limits import SendLimits
 from postroom.senders import SenderScope
 
 __all__ = ["ActionRead", "Actions", "LinkCheck", "rotate_action_secrets"]
@@ -146,6 +148,7 @@ class Actions:
         public_url: str | None,
         policy: NetPolicy,
         webhook_policy: NetPolicy | None = None,
+        limits: SendLimits | None = None,
     ) -> None:
         self._sessions = sessions
         self._box = box
@@ -153,6 +156,7 @@ class Actions:
         self._bindings = bindings
         self._public_url = public_url
         self._policy = policy
+        self._limits = limits or SendLimits()
         #: action webhooks are named by callers (sender keys too): a stricter policy
         self._webhook_policy = webhook_policy or policy
         #: first wait between webhook attempts (doubles each time); tests shorten it
@@ -240,8 +244,10 @@ class Actions:
             )
         if not to:
             errors.append(FieldError("to", "needs at least one recipient"))
+        errors += self._over_limits(to, text, html_body, context)
         addresses = []
-        for a in to:
+        # too many addresses are refused without parsing them (100,000 take seconds)
+        for a in to if len(to) <= self._limits.recipients_per_action else ():
             try:
                 addresses.append(parse_mailbox(a)[1].lower())
             except ValueError as exc:
@@ -333,6 +339,23 @@ class Actions:
         result.links_by_recipient = links
         result.webhook_secret = webhook_secret  # shown this once
         return result
+
+    def _over_limits(
+        self, to: list[str], text: str | None, html_body: str | None, context: Any
+    ) -> list[FieldError]:
+        """The action's recipients and body sizes against the configured limits."""
+        limits = self._limits
+        found = [limits.action_recipients(len(to))]
+        for field, body in (("text", text), ("html", html_body)):
+            if isinstance(body, str):
+                found.append(limits.action_body(field, len(body.encode("utf-8", "replace"))))
+        if context:
+            try:
+                size = len(json.dumps(context, ensure_ascii=False).encode("utf-8", "replace"))
+            except (TypeError, ValueError):
+                size = 0  # not JSON: the caller's own validation says so
+            found.append(limits.action_body("context", size))
+        return [e for e in found if e is not None]
 
     # -- reading ----------------------------------------------------------------------------
 

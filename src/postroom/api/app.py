@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, FastAPI
 
 import postroom
 from postroom.actions import pages as action_pages
+from postroom.api.body_limit import BodyLimit
 from postroom.api.deps import remember_submitted
 from postroom.api.errors import install_error_handlers
 from postroom.api.openapi import add_request_schemas
@@ -62,6 +63,8 @@ def create_app(app: Postroom) -> FastAPI:
         redoc_url=None,
     )
     api.state.postroom = app
+    # request bodies are capped before anything reads them (the UI's forms too)
+    api.add_middleware(BodyLimit, max_bytes=app.settings.max_request_bytes)
     install_error_handlers(api)
     install_web(api, app)  # first: the admin UI owns "/" (and /login, /settings, /static)
     v1 = APIRouter(prefix=API_PREFIX)

@@ -20,6 +20,7 @@ from postroom.outbox.queue import DEFAULT_DEADLINE, Enqueue, OutboxQueue, stage
 from postroom.outbox.schemas import OutboxRead, OutboxSummary
 from postroom.profiles.schemas import SenderSettings
 from postroom.profiles.service import DEFAULT_PROFILE_KEY, name_key
+from postroom.send_limits import SendLimits
 from postroom.senders import SenderScope
 from postroom.validation import validate_model
 
@@ -53,11 +54,13 @@ class Outbox:
         queue: OutboxQueue,
         *,
         bounce_keys: HmacKeys | None = None,
+        limits: SendLimits | None = None,
     ) -> None:
         self._sessions = sessions
         self.queue = queue
         #: stamps every message with its bounce token (only genuine notices can bounce it)
         self.bounce_keys = bounce_keys
+        self.limits = limits or SendLimits()
 
     def _resolve(self, s: Session, profile: str | None, process: str | None) -> _Resolved:
         row: Profile | None = None
@@ -96,6 +99,9 @@ class Outbox:
             scope.check_process(req.process)
             if req.profile:
                 scope.check_profile(req.profile)
+        too_many = self.limits.message_recipients(req.message)
+        if too_many is not None:  # before 100,000 addresses are parsed
+            raise ValidationError(too_many)
         message = (
             req.message
             if isinstance(req.message, OutgoingMessage)
