@@ -46,6 +46,7 @@ from postroom.net.forwarded import parse_trusted
 from postroom.net.policy import NetPolicy
 from postroom.notify.compose import OutgoingMessage
 from postroom.notify.events import Notifier
+from postroom.notify.sandbox import TemplateLimits
 from postroom.notify.schemas import NotifyResult
 from postroom.notify.templates import Templates
 from postroom.oauth2.configs import OAuth2Configs
@@ -115,7 +116,7 @@ class Postroom:
             sessions, OutboxQueue(sessions), bounce_keys=self.hmac_keys, limits=self.send_limits
         )
         self.limits = Limits(sessions)
-        self.templates = Templates(sessions)
+        self.templates = Templates(sessions, limits=TemplateLimits.from_settings(settings))
         self.notifications = Notifier(
             sessions, self.outbox, self.templates, public_url=settings.public_url
         )

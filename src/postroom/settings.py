@@ -45,6 +45,13 @@ class Settings(BaseSettings):
     secret_ref_paths: str = ""
     #: addresses/CIDRs of reverse proxies whose X-Forwarded-For/-Proto are believed
     trusted_proxies: str = ""
+    #: limits on each part of a mail template (see docs/notifications.md, "Limits")
+    template_max_source_chars: int = Field(default=64 * 1024, ge=100, le=10 * 2**20)
+    template_max_tags: int = Field(default=2000, ge=10, le=100_000)
+    template_compile_timeout_s: float = Field(default=2.0, gt=0, le=600)
+    template_max_output_chars: int = Field(default=2 * 2**20, ge=1000, le=100 * 2**20)
+    template_render_timeout_s: float = Field(default=5.0, gt=0, le=600)
+    template_max_memory_mb: int = Field(default=256, ge=16, le=64 * 1024)
 
     @property
     def resolved_database_url(self) -> str:

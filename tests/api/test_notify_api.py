@@ -108,3 +108,29 @@ def test_unsubscribe_get_confirms_post_removes(app_factory) -> None:  # type: ig
     assert client.post(path).status_code == 200
     assert app.notifications.subscriptions.list() == []
     assert client.post(path).status_code == 404
+
+
+def test_template_limits_are_field_errors_that_name_the_setting(app_factory, backend: str) -> None:  # type: ignore[no-untyped-def]
+    """A template past a limit is a 422 on the part, naming the setting to change; the
+    limits come from the settings (issue 16 item 4)."""
+    app = app_factory(backend, template_max_source_chars=2000, template_render_timeout_s=0.3)
+    assert app.templates.limits.max_source_chars == 2000
+    key = app.accounts.create_api_key("ops", role="admin").key
+    with TestClient(create_app(app), headers={"Authorization": f"Bearer {key}"}) as admin:
+        too_big = {"name": "big", "subject": "s", "html": "<p>" + "x" * 2000 + "</p>"}
+        error = assert_error(
+            admin.post(f"{API}/templates", json=too_big), 422, "validation_error", "html"
+        )
+        assert "POSTROOM_TEMPLATE_MAX_SOURCE_CHARS" in error["message"]
+        silent = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"
+        slow = {"name": "slow", "subject": "s", "text": silent}
+        error = assert_error(
+            admin.post(f"{API}/templates", json=slow), 422, "validation_error", "text"
+        )
+        assert "POSTROOM_TEMPLATE_RENDER_TIMEOUT_S" in error["message"]
+        wide = {"template": {"name": "wide", "subject": "s", "text": "{{ 'x'|center(10**9) }}"}}
+        error = assert_error(
+            admin.post(f"{API}/templates/preview", json=wide), 422, "template_error"
+        )
+        assert "POSTROOM_TEMPLATE_MAX_OUTPUT_CHARS" in error["message"]
+    assert app.templates.list() and "big" not in [t.name for t in app.templates.list()]

@@ -19,7 +19,6 @@ from postroom.cli._common import (
 )
 from postroom.notify.events import Notifier
 from postroom.notify.schemas import DeliveryStatus, SubscriptionRead
-from postroom.notify.templates import Templates
 
 __all__ = ["events_app", "subscription_app"]
 
@@ -33,9 +32,7 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
 
 def _notifier(app: Postroom) -> Notifier:
-    return Notifier(
-        app.sessions, app.outbox, Templates(app.sessions), public_url=app.settings.public_url
-    )
+    return Notifier(app.sessions, app.outbox, app.templates, public_url=app.settings.public_url)
 
 
 def _pairs(items: list[str] | None, field: str) -> dict[str, str]:

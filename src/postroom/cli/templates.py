@@ -18,7 +18,6 @@ from postroom.cli._common import (
     table,
 )
 from postroom.notify.schemas import TemplateRead
-from postroom.notify.templates import Templates
 
 __all__ = ["template_app"]
 
@@ -55,7 +54,7 @@ def _show(t: TemplateRead) -> None:
 def list_templates(as_json: JsonOpt = False) -> None:
     """List the templates in force, built-ins included."""
     with opened() as app:
-        found = Templates(app.sessions).list()
+        found = app.templates.list()
     if as_json:
         print_json(found)
         return
@@ -76,7 +75,7 @@ def show(
 ) -> None:
     """Show a template's parts and sample data."""
     with opened() as app:
-        templates = Templates(app.sessions)
+        templates = app.templates
         if version is None:
             found = templates.get(name)
         else:
@@ -95,7 +94,7 @@ def show(
 def history(name: str, as_json: JsonOpt = False) -> None:
     """Every saved version of a template, newest first."""
     with opened() as app:
-        versions = Templates(app.sessions).history(name)
+        versions = app.templates.history(name)
     if as_json:
         print_json(versions)
         return
@@ -120,7 +119,7 @@ def preview(
     """Render a template on its sample data (or --data); exits 1 when it fails to render."""
     values = read_document(data) if data else None
     with opened() as app:
-        rendered = Templates(app.sessions).preview(name, data=values)
+        rendered = app.templates.preview(name, data=values)
     if as_json:
         print_json(rendered)
         return
@@ -150,7 +149,7 @@ def apply(
     if not isinstance(name, str):
         bad_input("name", "is required")
     with opened() as app:
-        templates = Templates(app.sessions)
+        templates = app.templates
         exists = any(t.name == name for t in templates.list())
         if exists:
             changes = {k: v for k, v in doc.items() if k != "name"}
@@ -197,7 +196,7 @@ def edit(
     if not changes:
         bad_input("template", "nothing to change: give --subject, --html, --text, …")
     with opened() as app:
-        saved = Templates(app.sessions).update(name, changes, version=version, actor=CLI_ACTOR)
+        saved = app.templates.update(name, changes, version=version, actor=CLI_ACTOR)
     typer.echo(f"Saved template '{saved.name}' as version {saved.version}.")
 
 
@@ -211,7 +210,7 @@ def delete(
 ) -> None:
     """Delete a template (its history stays); an override falls back to the built-in."""
     with opened() as app:
-        restored = Templates(app.sessions).delete(name, version=version, actor=CLI_ACTOR)
+        restored = app.templates.delete(name, version=version, actor=CLI_ACTOR)
     if restored is None:
         typer.echo(f"Deleted template '{name}'.")
     else:

@@ -189,7 +189,7 @@ class Notifier:
                 "occurred_at": now.isoformat(),
             }
             try:
-                rendered = render(source, context)
+                rendered = render(source, context, limits=self.templates.limits)
             except TemplateError as exc:
                 plans.append(_Plan(sub, error=exc.message))
                 continue

@@ -2,19 +2,16 @@
 
 Template authors are administrators, not code owners. Templates therefore run in
 Jinja2's :class:`~jinja2.sandbox.ImmutableSandboxedEnvironment`: no attribute starting
-with ``_``, no unsafe callables, no mutation of the data. On top of Jinja's own limits
-(``range`` is capped) repetition and powers that would allocate huge values are
-refused, and each part's output is capped in size and time. A template that still
-loops without output can hold a worker for a while; the size/time check runs between
-output chunks. Every failure becomes a :class:`TemplateError` naming the template, the
-part and the line — never a traceback.
+with ``_``, no unsafe callables, no mutation of the data; and within limits of size,
+time and memory that hold while they compile and render (:mod:`postroom.notify.sandbox`).
+Every failure becomes a :class:`TemplateError` naming the template, the part and the line
+(and, for a limit, the setting that sets it) — never a traceback.
 """
 
 from __future__ import annotations
 
 import functools
 import re
-import time
 from collections.abc import Generator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -26,18 +23,32 @@ import css_inline
 from jinja2 import FunctionLoader, StrictUndefined, Template
 from jinja2 import TemplateError as JinjaTemplateError
 from jinja2.exceptions import SecurityError, TemplateNotFound, TemplateSyntaxError
-from jinja2.runtime import Context
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 from pydantic import BaseModel, Field
 
 from postroom.errors import PostroomError
 from postroom.notify.builtin_templates import LAYOUTS, layout_source
 from postroom.notify.plaintext import html_to_text
+from postroom.notify.sandbox import (
+    DEFAULT_LIMITS,
+    SETTING,
+    LimitExceeded,
+    Sandbox,
+    TemplateLimits,
+    compiling,
+    rendering,
+    tag_count,
+)
 
-__all__ = ["Part", "Rendered", "TemplateError", "TemplateSource", "render", "render_part"]
+__all__ = [
+    "Part",
+    "Rendered",
+    "TemplateError",
+    "TemplateLimits",
+    "TemplateSource",
+    "render",
+    "render_part",
+]
 
-MAX_PART_CHARS = 2 * 1024 * 1024
-RENDER_TIMEOUT_S = 5.0
 MAX_SUBJECT_CHARS = 200
 _SPACES = re.compile(r"\s+")
 
@@ -53,13 +64,23 @@ class TemplateError(PostroomError):
 
     code = "template_error"
 
-    def __init__(self, template: str, part: str, message: str, line: int | None = None) -> None:
+    def __init__(
+        self,
+        template: str,
+        part: str,
+        message: str,
+        line: int | None = None,
+        *,
+        limit: str | None = None,
+    ) -> None:
         where = f"{part}, line {line}" if line else part
         super().__init__(f"Template '{template}' ({where}): {message}")
         self.template = template
         self.part = part
         self.line = line
         self.reason = message
+        #: the setting (environment variable) of the limit the template went past, if any
+        self.limit = limit
 
 
 @dataclass(frozen=True)
@@ -88,21 +109,6 @@ class _Undefined(StrictUndefined):
     # jinja2 types the parent's as always raising; this one answers instead
     def __bool__(self) -> bool:  # type: ignore[override]
         return False
-
-
-class _Sandbox(ImmutableSandboxedEnvironment):
-    intercepted_binops = frozenset({"*", "**"})
-
-    def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
-        if operator == "*":
-            for seq, count in ((left, right), (right, left)):
-                if isinstance(seq, str | list | tuple) and isinstance(count, int):
-                    if len(seq) * count > MAX_PART_CHARS:
-                        raise SecurityError("repetition would build a value that is too large")
-        if operator == "**" and isinstance(left, int | float) and isinstance(right, int | float):
-            if abs(right) > 64 and abs(left) > 1:
-                raise SecurityError("the power is too large")
-        return super().call_binop(context, operator, left, right)
 
 
 def _duration(value: Any) -> str:
@@ -143,8 +149,8 @@ def _datetime(value: Any, zone: str = "UTC", fmt: str = "%Y-%m-%d %H:%M %Z") -> 
 
 
 @functools.cache
-def _environment() -> _Sandbox:
-    env = _Sandbox(
+def _environment() -> Sandbox:
+    env = Sandbox(
         loader=FunctionLoader(_load_layout),
         undefined=_Undefined,
         autoescape=lambda name: bool(name and name.endswith(".html")),
@@ -165,9 +171,10 @@ def _load_layout(name: str) -> tuple[str, str, Any] | None:
 
 
 @functools.lru_cache(maxsize=512)
-def _compile(filename: str, source: str) -> Template:
+def _compile(filename: str, source: str, limits: TemplateLimits) -> Template:
     env = _environment()
-    code = env.compile(source, name=filename, filename=filename)
+    with compiling(limits):
+        code = env.compile(source, name=filename, filename=filename)
     return env.template_class.from_code(env, code, env.make_globals(None))
 
 
@@ -183,6 +190,8 @@ def _located(exc: BaseException, names: set[str]) -> int | None:
 
 
 def _explain(exc: BaseException) -> str:
+    if isinstance(exc, LimitExceeded):
+        return f"{exc.what}; the limit is set by {exc.limit}"
     if isinstance(exc, SecurityError):
         return f"not allowed in templates: {exc}"
     if isinstance(exc, TemplateNotFound):
@@ -197,37 +206,65 @@ def _explain(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def _generate(template: Template, context: Mapping[str, Any]) -> str:
+def _generate(template: Template, context: Mapping[str, Any], limits: TemplateLimits) -> str:
     chunks: list[str] = []
     size = 0
-    deadline = time.monotonic() + RENDER_TIMEOUT_S
-    stream = template.generate(dict(context))
-    try:
-        for chunk in stream:
-            size += len(chunk)
-            if size > MAX_PART_CHARS:
-                raise SecurityError(f"the output is larger than {MAX_PART_CHARS // 2**20} MiB")
-            if time.monotonic() > deadline:
-                raise SecurityError(f"rendering took longer than {RENDER_TIMEOUT_S:.0f} s")
-            chunks.append(chunk)
-    finally:
-        if isinstance(stream, Generator):  # stop a template abandoned mid-way
-            stream.close()
+    with rendering(limits):
+        stream = template.generate(dict(context))
+        try:
+            for chunk in stream:
+                size += len(chunk)
+                if size > limits.max_output_chars:
+                    raise LimitExceeded(
+                        f"the output is larger than {limits.max_output_chars:,} characters",
+                        "max_output_chars",
+                    )
+                chunks.append(chunk)
+        finally:
+            if isinstance(stream, Generator):  # stop a template abandoned mid-way
+                stream.close()
     return "".join(chunks)
 
 
-def render_part(name: str, part: Part, source: str, context: Mapping[str, Any]) -> str:
+def _check_source(name: str, part: Part, source: str, limits: TemplateLimits) -> None:
+    """Refuse a part too large to compile quickly, before Jinja reads it."""
+    if len(source) > limits.max_source_chars:
+        raise TemplateError(
+            name, part,
+            f"the {part.value} part has {len(source):,} characters, more than "
+            f"{limits.max_source_chars:,}; the limit is set by {SETTING['max_source_chars']}",
+            limit=SETTING["max_source_chars"],
+        )  # fmt: skip
+    tags = tag_count(source)
+    if tags > limits.max_tags:
+        raise TemplateError(
+            name, part,
+            f"the {part.value} part has {tags:,} tags ({{{{, {{% and {{#), more than "
+            f"{limits.max_tags:,}; the limit is set by {SETTING['max_tags']}",
+            limit=SETTING["max_tags"],
+        )  # fmt: skip
+
+
+def render_part(
+    name: str,
+    part: Part,
+    source: str,
+    context: Mapping[str, Any],
+    limits: TemplateLimits = DEFAULT_LIMITS,
+) -> str:
     """Compile and render one part; raises TemplateError with the line at fault."""
     filename = f"{name}.{'txt' if part is Part.TEXT else part.value}"
+    _check_source(name, part, source, limits)
     try:
-        return _generate(_compile(filename, source), context)
+        return _generate(_compile(filename, source, limits), context, limits)
     except TemplateSyntaxError as exc:
         raise TemplateError(name, part, _explain(exc), exc.lineno) from None
     # The one boundary where code written by template authors runs: whatever it raises
     # (UndefinedError, SecurityError, ZeroDivisionError…) is their mistake, reported as such.
     except Exception as exc:  # noqa: BLE001
         line = _located(exc, {filename, *LAYOUTS})
-        raise TemplateError(name, part, _explain(exc), line) from None
+        limit = exc.limit if isinstance(exc, LimitExceeded) else None
+        raise TemplateError(name, part, _explain(exc), line, limit=limit) from None
 
 
 @functools.cache
@@ -244,14 +281,16 @@ def _inline_css(name: str, html: str) -> str:
         raise TemplateError(name, Part.HTML, f"the CSS cannot be inlined: {exc}") from None
 
 
-def render(source: TemplateSource, data: Mapping[str, Any]) -> Rendered:
+def render(
+    source: TemplateSource, data: Mapping[str, Any], *, limits: TemplateLimits = DEFAULT_LIMITS
+) -> Rendered:
     """Render every part of ``source`` with ``data``.
 
     The subject becomes one line (whitespace collapsed, at most 200 characters). The HTML
     is autoescaped and its ``<style>`` rules are inlined for mail clients. Without a text
     part, the text is generated from the HTML. Raises :class:`TemplateError`.
     """
-    subject = _SPACES.sub(" ", render_part(source.name, Part.SUBJECT, source.subject, data))
+    subject = _SPACES.sub(" ", render_part(source.name, Part.SUBJECT, source.subject, data, limits))
     subject = subject.strip()
     if not subject:
         raise TemplateError(source.name, Part.SUBJECT, "the subject is empty")
@@ -259,10 +298,10 @@ def render(source: TemplateSource, data: Mapping[str, Any]) -> Rendered:
         subject = subject[: MAX_SUBJECT_CHARS - 1].rstrip() + "…"
     html = None
     if source.html is not None:
-        raw_html = render_part(source.name, Part.HTML, source.html, data)
+        raw_html = render_part(source.name, Part.HTML, source.html, data, limits)
         html = _inline_css(source.name, raw_html)
     if source.text is not None:
-        text = render_part(source.name, Part.TEXT, source.text, data)
+        text = render_part(source.name, Part.TEXT, source.text, data, limits)
     elif source.html is not None:
         text = html_to_text(raw_html)
     else:

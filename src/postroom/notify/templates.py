@@ -20,6 +20,7 @@ from postroom.audit import record
 from postroom.errors import Conflict, FieldError, NotFound, StaleVersion, ValidationError
 from postroom.notify.builtin_templates import BUILTIN_NAMES, builtin
 from postroom.notify.render import Rendered, TemplateError, TemplateSource, render
+from postroom.notify.sandbox import DEFAULT_LIMITS, TemplateLimits
 from postroom.notify.schemas import TemplateOrigin, TemplateRead, TemplateSpec, TemplateUpdate
 from postroom.notify.tables import Subscription, TemplateVersion
 from postroom.validation import validate_model
@@ -65,8 +66,12 @@ def _not_found(name: str) -> NotFound:
 class Templates:
     """Create, change, list, preview and render templates."""
 
-    def __init__(self, sessions: sessionmaker[Session]) -> None:
+    def __init__(
+        self, sessions: sessionmaker[Session], *, limits: TemplateLimits = DEFAULT_LIMITS
+    ) -> None:
         self._sessions = sessions
+        #: size, time and memory limits every render of these templates is held to
+        self.limits = limits
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -139,7 +144,7 @@ class Templates:
         """
         if not isinstance(spec, TemplateSpec):
             spec = validate_model(TemplateSpec, spec)
-        _check(spec)
+        _check(spec, self.limits)
         with self._sessions() as s:
             latest = self._latest(s, spec.name)
             if latest is not None and not latest.deleted:
@@ -179,7 +184,7 @@ class Templates:
                 if merged[field] is None:
                     merged[field] = getattr(current, field)
             spec = validate_model(TemplateSpec, merged)
-            _check(spec)
+            _check(spec, self.limits)
             return self._save(s, spec, current.version + 1, actor, "update")
 
     def delete(
@@ -253,7 +258,7 @@ class Templates:
         self, name: str, data: Mapping[str, Any], /, *, session: Session | None = None
     ) -> Rendered:
         """Render the template in force with ``data``; raises TemplateError or NotFound."""
-        return render(self.source(name, session=session), data)
+        return render(self.source(name, session=session), data, limits=self.limits)
 
     def preview(
         self,
@@ -276,7 +281,7 @@ class Templates:
             sample = t.sample_data
         else:
             raise ValidationError(FieldError("name", "give a template name or a template"))
-        return render(source, sample if data is None else data)
+        return render(source, sample if data is None else data, limits=self.limits)
 
     def render_system_mail(self, name: str, data: Mapping[str, Any], /) -> Rendered:
         """Postroom's own mail (``password_reset``, ``user_invitation``…), admins' overrides
@@ -286,10 +291,15 @@ class Templates:
         return rendered
 
 
-def _check(spec: TemplateSpec) -> None:
-    """Refuse a template that does not compile or fails on its own sample data."""
+def _check(spec: TemplateSpec, limits: TemplateLimits) -> None:
+    """Refuse a template that does not compile, breaks a limit or fails on its own sample
+    data."""
     try:
-        render(TemplateSource(spec.name, spec.subject, spec.html, spec.text), spec.sample_data)
+        render(
+            TemplateSource(spec.name, spec.subject, spec.html, spec.text),
+            spec.sample_data,
+            limits=limits,
+        )
     except TemplateError as exc:
         where = f"line {exc.line}: " if exc.line else ""
         raise ValidationError(FieldError(exc.part, where + exc.reason)) from None
