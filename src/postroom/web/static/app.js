@@ -135,6 +135,63 @@ function wirePreview(form) {
   });
 }
 
+// Row menus (More ▾) live inside the table's scroll box, which clips anything absolutely
+// positioned below its edge: with one or two rows most items were cut off. While open, the
+// panel is placed with position: fixed at the summary (above it when there is no room below).
+function placeMenu(menu) {
+  const panel = menu.querySelector(".menu-panel");
+  const summary = menu.querySelector("summary");
+  if (!panel || !summary) return;
+  if (!menu.open) {
+    panel.classList.remove("menu-fixed");
+    panel.style.top = panel.style.left = "";
+    return;
+  }
+  panel.classList.add("menu-fixed");
+  const anchor = summary.getBoundingClientRect();
+  const box = panel.getBoundingClientRect();
+  const gap = 5;
+  let top = anchor.bottom + gap;
+  if (top + box.height > window.innerHeight && anchor.top - gap - box.height >= 0) {
+    top = anchor.top - gap - box.height;
+  }
+  let left = anchor.right - box.width;
+  if (left < gap) left = Math.min(anchor.left, window.innerWidth - box.width - gap);
+  panel.style.top = Math.max(gap, top) + "px";
+  panel.style.left = Math.max(gap, left) + "px";
+}
+
+function wireMenus() {
+  const menus = Array.from(document.querySelectorAll("details.menu"));
+  if (!menus.length) return;
+  menus.forEach((menu) => {
+    menu.addEventListener("toggle", () => {
+      if (menu.open) menus.forEach((other) => { if (other !== menu) other.open = false; });
+      placeMenu(menu);
+    });
+  });
+  const closeAll = () => menus.forEach((menu) => { menu.open = false; });
+  // A fixed panel would float away from its row: close on scroll or resize instead.
+  window.addEventListener("scroll", closeAll, { passive: true });
+  window.addEventListener("resize", closeAll);
+  document.querySelectorAll(".table-wrap").forEach((wrap) => {
+    wrap.addEventListener("scroll", closeAll, { passive: true });
+  });
+  document.addEventListener("click", (event) => {
+    menus.forEach((menu) => { if (menu.open && !menu.contains(event.target)) menu.open = false; });
+  });
+  document.addEventListener("keydown", (event) => {
+    if (event.key !== "Escape") return;
+    menus.forEach((menu) => {
+      if (!menu.open) return;
+      menu.open = false;
+      menu.querySelector("summary").focus();
+    });
+  });
+}
+
+wireMenus();
+
 document.querySelectorAll("form[data-template-editor]").forEach(wirePreview);
 
 document.querySelectorAll("form[data-enhance]").forEach((form) => {

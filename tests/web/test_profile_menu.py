@@ -1,0 +1,61 @@
+"""The profile table's More menu in a real browser: every item reachable, whatever the row."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from playwright.sync_api import expect
+
+from tests.web.conftest import LiveServer, shot, sign_in
+
+
+def _spec(name: str) -> dict[str, Any]:
+    # Never connected to: the menu is about layout only.
+    return {
+        "name": name,
+        "smtp": {"host": "127.0.0.1", "port": 2525, "security": "none", "auth": "none"},
+        "sender": {"from_address": "alerts@example.com"},
+    }
+
+
+def _assert_items_on_top(page: Any, name: str) -> list[str]:
+    """Each menu item is visible and is what a click at its centre would hit."""
+    page.get_by_label(f"More actions for {name}").click()
+    items = page.locator("details.menu[open] .menu-panel").locator("a, button")
+    labels: list[str] = items.evaluate_all("els => els.map(e => e.getAttribute('aria-label'))")
+    for label in labels:
+        item = page.get_by_label(label, exact=True)
+        expect(item).to_be_visible()
+        hit = item.evaluate(
+            """el => {
+                const r = el.getBoundingClientRect();
+                const x = r.left + r.width / 2, y = r.top + r.height / 2;
+                if (x < 0 || y < 0 || x > innerWidth || y > innerHeight) return false;
+                const top = document.elementFromPoint(x, y);
+                return top === el || el.contains(top);
+            }"""
+        )
+        assert hit, f"{label!r} is hidden under something else (clipped menu)"
+    return labels
+
+
+def test_more_menu_of_the_only_row_shows_every_item(
+    page: Any, live_server: LiveServer, accounts: dict[str, Any]
+) -> None:
+    live_server.pr.profiles.create(_spec("Solo"))
+    sign_in(page, live_server.url, *accounts["admin"])
+    labels = _assert_items_on_top(page, "Solo")
+    assert labels[0] == "Duplicate Solo" and "Disable Solo" in labels and "Delete Solo" in labels
+    shot(page, "profile-menu-one-row", full_page=False)
+    page.get_by_label("Disable Solo", exact=True).click()
+    expect(page.get_by_text("Profile 'Solo' disabled.")).to_be_visible()
+
+
+def test_more_menu_of_the_last_row_on_a_phone(
+    page: Any, live_server: LiveServer, accounts: dict[str, Any]
+) -> None:
+    live_server.pr.profiles.create(_spec("Zulu"))
+    page.set_viewport_size({"width": 390, "height": 844})
+    sign_in(page, live_server.url, *accounts["admin"])
+    labels = _assert_items_on_top(page, "Zulu")
+    assert "Set Zulu as system default" in labels
