@@ -15,6 +15,7 @@ from __future__ import annotations
 import email.policy
 import re
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.feedparser import BytesFeedParser, FeedParser
@@ -32,6 +33,10 @@ __all__ = ["Attachment", "InboundMessage", "Limits", "Rejected", "parse_inbound"
 _HOOKS = ("_new_message", "_pop_message", "_parse_headers")
 if not all(callable(getattr(FeedParser, name, None)) for name in _HOOKS):  # pragma: no cover
     raise ImportError(f"email.feedparser.FeedParser lacks {_HOOKS}: cannot bound the parse")
+
+
+# forwarded messages: stored whole, as one attachment with their headers
+_MESSAGE_TYPES = frozenset({"message/rfc822", "message/global"})
 
 
 @dataclass(frozen=True)
@@ -146,14 +151,14 @@ def parse_inbound(raw: bytes, *, limits: Limits = Limits()) -> InboundMessage | 
         text: str | None = None
         html: str | None = None
         attachments: list[Attachment] = []
-        for part in msg.walk():
+        for part in _leaves(msg):
             if time.monotonic() - started > limits.max_seconds:
                 return Rejected(f"took longer than {limits.max_seconds:g} s to parse")
-            if part.is_multipart():
-                continue
             disposition = part.get_content_disposition()
             ctype = part.get_content_type()
-            if disposition != "attachment" and ctype == "text/plain" and text is None:
+            if ctype in _MESSAGE_TYPES:
+                attachments.append(_forwarded(part, ctype, limits))
+            elif disposition != "attachment" and ctype == "text/plain" and text is None:
                 text = _text(part)
             elif disposition != "attachment" and ctype == "text/html" and html is None:
                 html = _text(part)
@@ -218,10 +223,56 @@ def _first(values: list[str]) -> str | None:
     return values[0] if values else None
 
 
+def _leaves(msg: EmailMessage) -> Iterator[EmailMessage]:
+    """The parts to store, in order: leaf parts, and forwarded messages (message/rfc822)
+    as one part each, whose insides belong to the attachment, not to this message."""
+    stack: list[EmailMessage] = [msg]
+    while stack:
+        part = stack.pop()
+        if part is not msg and part.get_content_type() in _MESSAGE_TYPES:
+            yield part
+        elif part.is_multipart():
+            children = part.get_payload()
+            if isinstance(children, list):
+                stack.extend(reversed([c for c in children if isinstance(c, EmailMessage)]))
+        else:
+            yield part
+
+
+def _forwarded(part: EmailMessage, ctype: str, limits: Limits) -> Attachment:
+    """A forwarded message as an attachment: the message with its headers (``.eml``)."""
+    inner = part.get_payload(0) if part.is_multipart() else None
+    if isinstance(inner, EmailMessage):
+        try:
+            data = inner.as_bytes(policy=inner.policy.clone(linesep="\r\n"))
+        except (ValueError, TypeError, LookupError, UnicodeError, IndexError):
+            data = inner.as_bytes(policy=email.policy.compat32.clone(linesep="\r\n"))
+        subject = str(inner.get("Subject", ""))
+    else:  # not parsed as a message (e.g. a transfer encoding RFC 2046 forbids here)
+        payload = part.get_payload(decode=True)
+        data = payload if isinstance(payload, bytes) else b""
+        subject = ""
+    keep = len(data) <= limits.max_attachment_bytes
+    return Attachment(
+        filename=part.get_filename() or _eml_name(subject), content_type=ctype, size=len(data),
+        content=data if keep else None, stored=keep,
+    )  # fmt: skip
+
+
+def _eml_name(subject: str) -> str:
+    """A file name for a forwarded message from its subject: no path or control characters."""
+    name = " ".join(re.sub(r"[\x00-\x1f\x7f/\\:*?\"<>|]+", " ", subject).split())
+    name = name.strip(" .")[:100].strip()
+    return f"{name or 'forwarded message'}.eml"
+
+
 def _text(part: EmailMessage) -> str:
+    """A text part's content with ``\\n`` line ends (mail carries CRLF)."""
     try:
         content = part.get_content()
     except (LookupError, ValueError):
         payload = part.get_payload(decode=True)
         content = payload.decode("utf-8", "replace") if isinstance(payload, bytes) else ""
-    return content if isinstance(content, str) else ""
+    if not isinstance(content, str):
+        return ""
+    return content.replace("\r\n", "\n").replace("\r", "\n")
