@@ -6,6 +6,7 @@ The Python API, REST, web UI and CLI all hold one of these.
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -32,8 +33,10 @@ from postroom.diagnostics.probe import run_test, single_failure
 from postroom.diagnostics.steps import Code, Diagnosis
 from postroom.errors import (
     ConfigurationError,
+    ConnectionTestsDisabled,
     FieldError,
     KeysNotRotated,
+    RateLimited,
     SecretKeyError,
     SecretReferenceError,
     ValidationError,
@@ -66,12 +69,15 @@ from postroom.secrets import (
 )
 from postroom.send_limits import SendLimits
 from postroom.settings import Settings, get_settings
-from postroom.throttles import Throttles
+from postroom.throttles import CONNECTION_TESTS, Throttles
 
 __all__ = ["Postroom"]
 
 _KEY_CHECK = "secret_key_check"
 _KEY_CHECK_PLAINTEXT = "postroom-key-check"
+#: Connection tests a caller (an API key, a web user) may start per minute: a test reaches
+#: out to the network, so the endpoint must not become a port scanner.
+CONNECTION_TESTS_PER_MINUTE = CONNECTION_TESTS.count
 
 
 class Postroom:
@@ -93,7 +99,7 @@ class Postroom:
         self.box = box
         try:
             self.policy = NetPolicy.from_strings(
-                settings.net_deny, settings.net_allow, settings.net_ports
+                settings.net_deny, settings.net_allow, settings.net_ports, settings.net_profile
             )
         except ValueError as exc:
             raise ConfigurationError(str(exc)) from None
@@ -266,6 +272,7 @@ class Postroom:
         roundtrip: bool = False,
         actor: str = "python",
         operator: bool = False,
+        limit_key: str | None = None,
     ) -> Diagnosis:
         """Test a saved profile (``name``) or unsaved ``settings``.
 
@@ -273,8 +280,16 @@ class Postroom:
         from the saved profile, while its destination is unchanged. Secret references in
         ``settings`` are accepted and resolved as when saving them (``operator``: the CLI).
         The result of a saved profile's own test is kept on it.
-        Raises ValidationError for invalid settings, NotFound for an unknown name.
+        Raises ValidationError for invalid settings, NotFound for an unknown name,
+        ConnectionTestsDisabled when the operator turned tests off, and RateLimited when
+        ``limit_key`` (a caller: REST and the web UI pass theirs) used up its tests for
+        this minute.
         """
+        if self.settings.connection_tests == "disabled":
+            raise ConnectionTestsDisabled(
+                "Connection tests are disabled on this installation by its operator "
+                "(POSTROOM_CONNECTION_TESTS=disabled); ask the operator if you need one."
+            )
         if send_to is not None:
             reason = check_addr_spec(send_to)
             if reason:
@@ -289,6 +304,15 @@ class Postroom:
                 raise ValidationError(FieldError("name", "give a profile name or settings"))
         except SecretReferenceError as exc:
             return single_failure(kind, "secret", Code.SECRET_UNAVAILABLE, exc.message)
+        if limit_key is not None:
+            # counted in the database with the sign-in throttles: every process sees it
+            wait = math.ceil(self.throttles.take(CONNECTION_TESTS, limit_key))
+            if wait:
+                raise RateLimited(
+                    f"At most {CONNECTION_TESTS_PER_MINUTE} connection tests per minute; "
+                    f"try again in {wait:.0f} s.",
+                    retry_after_s=int(wait),
+                )
         diagnosis = await run_test(
             spec, policy=self.policy, smtp=smtp, imap=imap, send_to=send_to, roundtrip=roundtrip
         )

@@ -11,6 +11,7 @@ errors are mapped to these at exactly one boundary per adapter (``raise ... from
     ├── Conflict                   a name is taken, or the thing is in use (HTTP 409)
     │   └── StaleVersion           an update carried an old ``version`` (HTTP 409)
     ├── PermissionDenied           the caller's role may not do this (HTTP 403)
+    │   └── ConnectionTestsDisabled  the operator turned connection tests off (HTTP 403)
     ├── RateLimited                too many requests of one kind; try again later (HTTP 429)
     ├── ConfigurationError         settings or the secret key are missing or wrong (startup)
     │   └── SecretKeyError         a ciphertext cannot be decrypted with any configured key
@@ -28,6 +29,7 @@ from dataclasses import dataclass
 __all__ = [
     "ConfigurationError",
     "Conflict",
+    "ConnectionTestsDisabled",
     "FieldError",
     "KeysNotRotated",
     "NotFound",
@@ -90,6 +92,12 @@ class StaleVersion(Conflict):
 
 class PermissionDenied(PostroomError):
     code = "forbidden"
+
+
+class ConnectionTestsDisabled(PermissionDenied):
+    """The operator turned connection tests off (``POSTROOM_CONNECTION_TESTS=disabled``)."""
+
+    code = "connection_tests_disabled"
 
 
 class RateLimited(PostroomError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic import ValidationError as PydanticValidationError
@@ -27,6 +28,11 @@ class Settings(BaseSettings):
     net_ports: str = ""
     #: CIDRs action webhooks may reach although internal (loopback, private); see security.md
     action_webhook_allow: str = ""
+    #: ``hardened`` also denies loopback, private and shared (CGNAT) addresses and allows
+    #: only mail ports (and 443 for OAuth2 and the API transports) unless net_ports is set
+    net_profile: Literal["default", "hardened"] = "default"
+    #: ``disabled`` refuses connection tests on every surface (REST, web UI, CLI, Python)
+    connection_tests: Literal["enabled", "disabled"] = "enabled"
     log_level: str = "info"
     #: days a sent, failed, bounced or cancelled message is kept (with its body and
     #: attempts) before workers delete it; 0 keeps everything

@@ -12,7 +12,9 @@ The limits (named here, documented in docs/security.md):
   addresses, or a botnet, does not get more guesses at one password);
 - :data:`FAILED_AUTH_ADDRESS`: failed sign-ins *and* wrong API keys from one address,
   whatever username or key they name (spraying many accounts or keys);
-- :data:`RESET_REQUESTS_ADDRESS`: password reset requests from one address.
+- :data:`RESET_REQUESTS_ADDRESS`: password reset requests from one address;
+- :data:`CONNECTION_TESTS`: connection tests of one caller (an API key, a web user),
+  through REST and the web UI alike.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
 from postroom.db.tables import Base, utcnow
 
 __all__ = [
+    "CONNECTION_TESTS",
     "FAILED_AUTH_ADDRESS",
     "RESET_REQUESTS_ADDRESS",
     "SIGN_IN_ACCOUNT",
@@ -56,6 +59,7 @@ SIGN_IN_PAIR = Limit("sign-in", 5, timedelta(minutes=15))
 SIGN_IN_ACCOUNT = Limit("sign-in-account", 20, timedelta(minutes=15))
 FAILED_AUTH_ADDRESS = Limit("failed-auth-address", 50, timedelta(minutes=15))
 RESET_REQUESTS_ADDRESS = Limit("reset-address", 5, timedelta(minutes=15))
+CONNECTION_TESTS = Limit("connection-tests", 10, timedelta(minutes=1))
 
 _LONGEST = max(
     limit.window

@@ -272,6 +272,30 @@ def apikey_revoke(name: str) -> None:
     typer.echo(f"Revoked API key '{name}'.")
 
 
+@cli.command()
+@handle_errors
+def doctor(as_json: JsonOpt = False) -> None:
+    """Check the installation: network profile, connection tests, database, files, keys.
+
+    Read-only; prints no secret. Exit code 1 when a check failed, else 0.
+    """
+    from postroom.doctor import run_checks, summary
+    from postroom.settings import get_settings
+
+    checks = run_checks(get_settings())
+    worst = summary(checks)
+    if as_json:
+        print_json({"status": worst, "checks": [c.as_dict() for c in checks]})
+    else:
+        width = max(len(c.name) for c in checks)
+        for c in checks:
+            typer.echo(f"[{c.status:<4}] {c.name:<{width}}  {c.value}")
+            if c.advice:
+                typer.echo(f"{'':<7} {'':<{width}}  → {c.advice}")
+    if worst == "fail":
+        raise typer.Exit(1)
+
+
 def main() -> None:
     # Click reports usage errors with exit code 2 already; we keep that contract.
     sys.exit(cli(standalone_mode=True))

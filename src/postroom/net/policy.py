@@ -13,6 +13,12 @@ all cloud metadata services. The rules:
 - ``POSTROOM_NET_DENY`` adds CIDRs to the deny list; ``POSTROOM_NET_ALLOW`` carves CIDRs out
   of it (default entries included). An allow entry always wins over a deny entry.
 - ``POSTROOM_NET_PORTS`` restricts the ports; empty means any port.
+- ``POSTROOM_NET_PROFILE=hardened`` (for installations where admins are not fully trusted,
+  or the test endpoint is exposed): the default deny list plus loopback, private (RFC 1918,
+  unique local IPv6), shared/CGNAT (100.64.0.0/10), benchmarking and documentation ranges,
+  and, unless ``POSTROOM_NET_PORTS`` says otherwise, only the mail ports 25, 465, 587, 143,
+  993 and 443 (OAuth2 token endpoints and the Graph/Gmail APIs). ``POSTROOM_NET_ALLOW``
+  still carves out a private relay the installation really uses.
 - IPv6 forms that carry an IPv4 address (IPv4-mapped, IPv4-compatible, IPv4-translated,
   NAT64, 6to4, Teredo) are unwrapped and the IPv4 address is judged as well: the address is
   denied if the outer or any embedded address is denied, and an allow entry only helps the
@@ -44,6 +50,8 @@ from ipaddress import (
 from typing import TypeAlias
 
 __all__ = [
+    "HARDENED_PORTS",
+    "NET_PROFILES",
     "Allowed",
     "Decision",
     "Denied",
@@ -59,6 +67,13 @@ _Address: TypeAlias = IPv4Address | IPv6Address
 _ENV_DENY = "POSTROOM_NET_DENY"
 _ENV_ALLOW = "POSTROOM_NET_ALLOW"
 _ENV_PORTS = "POSTROOM_NET_PORTS"
+_ENV_PROFILE = "POSTROOM_NET_PROFILE"
+
+#: The settings profiles of the policy: ``default`` and ``hardened``.
+NET_PROFILES = ("default", "hardened")
+#: The ports the hardened profile allows when POSTROOM_NET_PORTS is not set: SMTP (25, 465,
+#: 587), IMAP (143, 993) and HTTPS (443) for OAuth2 token calls and the API transports.
+HARDENED_PORTS = frozenset({25, 465, 587, 143, 993, 443})
 
 # Interface names and numeric zone indexes; anything else (spaces, newlines, '/') has no
 # business in an address we hand to connect().
@@ -96,6 +111,28 @@ _DEFAULT_DENY: tuple[_Rule, ...] = (
     _rule("fec0::/10", "a deprecated IPv6 site-local address"),
 )
 
+# What the hardened profile denies on top of the defaults: everything that is not the
+# public internet, where a mail provider lives.
+_HARDENED_DENY: tuple[_Rule, ...] = (
+    _rule("127.0.0.0/8", "a loopback address (this machine)"),
+    _rule("::1/128", "the loopback address (this machine)"),
+    _rule("10.0.0.0/8", "a private address (RFC 1918)"),
+    _rule("172.16.0.0/12", "a private address (RFC 1918)"),
+    _rule("192.168.0.0/16", "a private address (RFC 1918)"),
+    _rule("fc00::/7", "a unique local (private) IPv6 address"),
+    _rule("100.64.0.0/10", "a shared address of carrier-grade NAT (RFC 6598)"),
+    _rule("192.0.0.0/24", "an IETF protocol assignment address"),
+    _rule("198.18.0.0/15", "a benchmarking address (RFC 2544)"),
+    _rule("192.0.2.0/24", "a documentation address"),
+    _rule("198.51.100.0/24", "a documentation address"),
+    _rule("203.0.113.0/24", "a documentation address"),
+    _rule("2001:db8::/32", "a documentation address"),
+)
+_HARDENED_DENY = tuple(
+    _Rule(r.network, f"{r.what}, which the hardened settings ({_ENV_PROFILE}=hardened) deny")
+    for r in _HARDENED_DENY
+)
+
 
 @dataclass(frozen=True)
 class NetPolicy:
@@ -103,7 +140,8 @@ class NetPolicy:
 
     ``deny`` adds CIDRs to the default deny list; ``allow`` carves CIDRs out of both (allow
     wins); ``ports`` lists the allowed ports, empty meaning any. ``NetPolicy()`` is the
-    default policy.
+    default policy; ``profile="hardened"`` adds the hardened deny list (see the module
+    docstring; its ports come from :meth:`from_strings`).
 
     Raises:
         ValueError: a port outside 1..65535.
@@ -113,8 +151,11 @@ class NetPolicy:
     deny: tuple[Network, ...] = ()
     allow: tuple[Network, ...] = ()
     ports: frozenset[int] = field(default_factory=frozenset)
+    profile: str = "default"
 
     def __post_init__(self) -> None:
+        if self.profile not in NET_PROFILES:
+            raise ValueError(f"NetPolicy.profile must be one of {NET_PROFILES}: {self.profile!r}")
         for name, networks in (("deny", self.deny), ("allow", self.allow)):
             for network in networks:
                 if not isinstance(network, IPv4Network | IPv6Network):
@@ -124,20 +165,35 @@ class NetPolicy:
                 raise ValueError(f"NetPolicy.ports: {port!r} is not a port number (1-65535)")
 
     @classmethod
-    def from_strings(cls, deny: str = "", allow: str = "", ports: str = "") -> NetPolicy:
+    def from_strings(
+        cls, deny: str = "", allow: str = "", ports: str = "", profile: str = "default"
+    ) -> NetPolicy:
         """Build a policy from the comma-separated values of the environment variables
-        ``POSTROOM_NET_DENY``, ``POSTROOM_NET_ALLOW`` and ``POSTROOM_NET_PORTS``.
+        ``POSTROOM_NET_DENY``, ``POSTROOM_NET_ALLOW`` and ``POSTROOM_NET_PORTS``, and
+        ``POSTROOM_NET_PROFILE`` (``default`` or ``hardened``; hardened with no ports
+        given allows :data:`HARDENED_PORTS`).
 
         Items are stripped; empty items are ignored. A bare address means a single host.
 
         Raises:
-            ValueError: an item is not a CIDR / port; the message names the variable and item.
+            ValueError: an item is not a CIDR / port, or an unknown profile; the message
+                names the variable and item.
         """
+        if profile not in NET_PROFILES:
+            raise ValueError(f"{_ENV_PROFILE}: {profile!r} is not one of {', '.join(NET_PROFILES)}")
+        parsed_ports = _parse_ports(ports)
+        if profile == "hardened" and not parsed_ports:
+            parsed_ports = HARDENED_PORTS
         return cls(
             deny=_parse_networks(_ENV_DENY, deny),
             allow=_parse_networks(_ENV_ALLOW, allow),
-            ports=_parse_ports(ports),
+            ports=parsed_ports,
+            profile=profile,
         )
+
+    @property
+    def hardened(self) -> bool:
+        return self.profile == "hardened"
 
 
 @dataclass(frozen=True)
@@ -242,7 +298,8 @@ def _judge(policy: NetPolicy, address: _Address) -> _Verdict | None:
     # The most specific match names the reason: 169.254.169.254 is "the metadata service
     # address", not merely "link-local".
     best: tuple[int, _Verdict] | None = None
-    for rule in _DEFAULT_DENY:
+    rules = _DEFAULT_DENY + _HARDENED_DENY if policy.hardened else _DEFAULT_DENY
+    for rule in rules:
         if address in rule.network and (best is None or rule.network.prefixlen > best[0]):
             best = (rule.network.prefixlen, _Verdict(rule.what, None))
     for network in policy.deny:

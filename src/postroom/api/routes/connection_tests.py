@@ -1,11 +1,9 @@
-"""Connection tests: of a saved profile, or of unsaved settings. Admin only, rate-limited."""
+"""Connection tests: of a saved profile, or of unsaved settings. Admin only, rate-limited
+per caller (the limit is shared with the web UI's Test buttons and kept in the database),
+refused everywhere when the operator set ``POSTROOM_CONNECTION_TESTS=disabled``."""
 
 from __future__ import annotations
 
-import threading
-import time
-import weakref
-from collections import defaultdict, deque
 from typing import Any
 
 from fastapi import APIRouter, Depends
@@ -13,50 +11,19 @@ from fastapi import APIRouter, Depends
 from postroom.api.deps import AdminDep, JsonObject, PostroomDep, require_admin
 from postroom.api.errors import ERROR_RESPONSES, error_responses
 from postroom.api.openapi import json_body
-from postroom.app import Postroom
+from postroom.app import CONNECTION_TESTS_PER_MINUTE
 from postroom.diagnostics.steps import Diagnosis
-from postroom.errors import FieldError, RateLimited, ValidationError
+from postroom.errors import FieldError, ValidationError
 
 __all__ = ["TESTS_PER_MINUTE", "router"]
 
-TESTS_PER_MINUTE = 10
+TESTS_PER_MINUTE = CONNECTION_TESTS_PER_MINUTE
 
 router = APIRouter(
     tags=["connection tests"], dependencies=[Depends(require_admin)], responses=ERROR_RESPONSES
 )
 
 _OPTIONS = {"imap", "smtp", "send_to", "roundtrip"}
-
-
-class _Window:
-    """At most ``limit`` tests per caller per minute: a test reaches out to the network."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self._seen: dict[str, deque[float]] = defaultdict(deque)
-        self._lock = threading.Lock()
-
-    def check(self, who: str) -> None:
-        now = time.monotonic()
-        with self._lock:
-            seen = self._seen[who]
-            while seen and now - seen[0] > 60:
-                seen.popleft()
-            if len(seen) >= self.limit:
-                wait = int(60 - (now - seen[0])) + 1
-                raise RateLimited(
-                    f"At most {self.limit} connection tests per minute; try again in {wait} s.",
-                    retry_after_s=wait,
-                )
-            seen.append(now)
-
-
-_WINDOWS: weakref.WeakKeyDictionary[Postroom, _Window] = weakref.WeakKeyDictionary()
-
-
-def _window(postroom: Postroom) -> _Window:
-    """One window per installation object, made on first use."""
-    return _WINDOWS.setdefault(postroom, _Window(TESTS_PER_MINUTE))
 
 
 def _options(body: dict[str, Any]) -> dict[str, Any]:
@@ -83,7 +50,9 @@ def _options(body: dict[str, Any]) -> dict[str, Any]:
     response_model=Diagnosis,
     summary="Test a saved profile step by step",
     responses=error_responses(
-        (404, "No profile of that name"), (429, "Too many tests; see Retry-After")
+        (403, "Not an admin key, or connection tests disabled by the operator"),
+        (404, "No profile of that name"),
+        (429, "Too many tests; see Retry-After"),
     ),
 )
 async def test_saved(
@@ -91,15 +60,19 @@ async def test_saved(
 ) -> Diagnosis:
     """Body (all optional): `imap`, `send_to`, `roundtrip`. The result is kept on the profile."""
     options = _options(body)
-    _window(postroom).check(principal.actor)
-    return await postroom.atest_profile(name, actor=principal.actor, **options)
+    return await postroom.atest_profile(
+        name, actor=principal.actor, limit_key=principal.actor, **options
+    )
 
 
 @router.post(
     "/connection-tests",
     response_model=Diagnosis,
     summary="Test unsaved settings (a masked or empty secret uses the stored one of `existing`)",
-    responses=error_responses((429, "Too many tests; see Retry-After")),
+    responses=error_responses(
+        (403, "Not an admin key, or connection tests disabled by the operator"),
+        (429, "Too many tests; see Retry-After"),
+    ),
     openapi_extra=json_body(
         "ProfileCreate",
         "{'profile': <settings>, 'existing': <name>?, 'imap'?, 'send_to'?, 'roundtrip'?}",
@@ -113,7 +86,6 @@ async def test_unsaved(postroom: PostroomDep, principal: AdminDep, body: JsonObj
     if existing is not None and not isinstance(existing, str):
         raise ValidationError(FieldError("existing", "must be a profile name"))
     options = _options(body)
-    _window(postroom).check(principal.actor)
     return await postroom.atest_profile(
-        existing, settings=settings, actor=principal.actor, **options
+        existing, settings=settings, actor=principal.actor, limit_key=principal.actor, **options
     )

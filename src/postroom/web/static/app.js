@@ -79,7 +79,8 @@ function wireTests(form) {
         credentials: "same-origin",
         headers: { "X-Requested-With": "postroom-fetch" },
       });
-      if (response.ok || response.status === 422) {
+      // 429 (too many tests) and 403 (turned off by the operator) come as a result fragment too
+      if (response.ok || response.status === 422 || response.headers.get("X-Postroom-Result")) {
         target.innerHTML = await response.text();
       } else {
         target.innerHTML =

@@ -16,7 +16,7 @@ import anyio.from_thread
 from fastapi import Query, Request, Response
 
 from postroom.diagnostics.steps import Diagnosis
-from postroom.errors import StaleVersion, ValidationError
+from postroom.errors import ConnectionTestsDisabled, RateLimited, StaleVersion, ValidationError
 from postroom.profiles.schemas import ProfileRead
 from postroom.profiles.service import ProfileInUse
 from postroom.web.core import EditorForm, SessionDep, UserDep, WebDep, WebUser, see_other
@@ -50,6 +50,9 @@ class FormState:
     diagnosis: Diagnosis | None = None
     test_kind: str | None = None
     test_note: str | None = None
+    #: why the test did not run: too many tests, or tests turned off by the operator
+    test_refused: str | None = None
+    test_refused_code: str = ""
     notice: str | None = None
     preset: str = ""
     send_to: str = ""
@@ -124,6 +127,9 @@ def render_form(
         diagnosis=state.diagnosis,
         test_kind=state.test_kind,
         test_note=state.test_note,
+        refused=state.test_refused,
+        refused_code=state.test_refused_code,
+        tests_disabled=web.pr.settings.connection_tests == "disabled",
         notice=state.notice,
         presets=PRESETS,
         presets_data=presets_json(),
@@ -266,6 +272,7 @@ def _test(
         "imap": kind == "imap",
         "send_to": send_to or None,
         "actor": user.actor,
+        "limit_key": user.actor,  # the same limit as the REST API's tests
     }
     status = 200
     try:
@@ -277,15 +284,22 @@ def _test(
     except ValidationError as exc:
         state.errors = errors_by_field(exc.errors, values)
         status = 422
+    except (RateLimited, ConnectionTestsDisabled) as exc:
+        state.test_refused, state.test_refused_code = exc.message, exc.code
+        status = 429 if isinstance(exc, RateLimited) else 403
     if request.headers.get("x-requested-with") == FETCH_HEADER:
-        return web.fragment(
+        response = web.fragment(
             "_test_result.html",
             status=status,
             diagnosis=state.diagnosis,
             kind=kind,
             note=state.test_note,
+            refused=state.test_refused,
+            refused_code=state.test_refused_code,
             summary=_summary(state.errors),
         )
+        response.headers["X-Postroom-Result"] = "1"
+        return response
     return render_form(request, web, user, session, profile, state, status=status)
 
 
