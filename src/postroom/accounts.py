@@ -20,7 +20,7 @@ from enum import StrEnum
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from pydantic import BaseModel
-from sqlalchemy import ForeignKey, Integer, String, func, select, update
+from sqlalchemy import ForeignKey, Integer, String, func, or_, select, update
 from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
 
 from postroom.addresses import check_addr_spec, check_single_line
@@ -32,6 +32,7 @@ from postroom.profiles.service import name_key
 from postroom.senders import SenderScope
 
 __all__ = [
+    "LAST_USED_PRECISION",
     "RESET_LIMIT",
     "RESET_TTL",
     "RESET_WINDOW",
@@ -53,6 +54,8 @@ RESET_TTL = timedelta(minutes=30)
 #: at most this many reset links per admin within RESET_WINDOW; more requests send nothing
 RESET_LIMIT = 3
 RESET_WINDOW = timedelta(minutes=15)
+#: an API key's last_used_at is at most this much older than its last use
+LAST_USED_PRECISION = timedelta(minutes=1)
 _INVALID_RESET = (
     "This password reset link is not valid any more: it was used, it expired, or the password "
     "was changed since. Ask for a new one."
@@ -466,12 +469,31 @@ class Accounts:
             record(s, actor=actor, action="revoke", target_type="api_key", target=name)
             s.commit()
 
+    @staticmethod
+    def _note_use(s: Session, row: ApiKey) -> None:
+        """Write ``last_used_at``, at most once per :data:`LAST_USED_PRECISION` and key: a
+        busy key costs a read per request, not a write (the update's condition makes two
+        processes racing write once)."""
+        now = utcnow()
+        if row.last_used_at is not None and now - row.last_used_at < LAST_USED_PRECISION:
+            return
+        s.execute(
+            update(ApiKey)
+            .where(
+                ApiKey.id == row.id,
+                or_(ApiKey.last_used_at.is_(None), ApiKey.last_used_at < now - LAST_USED_PRECISION),
+            )
+            .values(last_used_at=now)
+        )
+        s.commit()
+
     def verify_api_key(self, key: str) -> Principal | None:
         if not key.startswith(_KEY_PREFIX) or len(key) > 200:
             return None
         with self._sessions() as s:
             for row in s.scalars(select(ApiKey).where(ApiKey.prefix == key[:12])):
                 if row.revoked_at is None and hmac.compare_digest(row.key_hash, _hash_key(key)):
+                    self._note_use(s, row)
                     return Principal(name=row.name, role=row.role, kind="api", key_id=row.id,
                                      processes=row.processes, profiles=row.profiles)  # fmt: skip
         return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
@@ -11,7 +12,8 @@ from postroom import jsonlimits
 from postroom.accounts import ApiRole, Principal
 from postroom.api.errors import Unauthorized
 from postroom.app import Postroom
-from postroom.errors import FieldError, PermissionDenied, ValidationError
+from postroom.errors import FieldError, PermissionDenied, RateLimited, ValidationError
+from postroom.throttles import FAILED_AUTH_ADDRESS
 
 __all__ = [
     "AdminDep",
@@ -42,10 +44,12 @@ _bearer = HTTPBearer(
 
 
 def get_principal(
+    request: Request,
     postroom: PostroomDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
-    """The caller of this request; raises Unauthorized without a valid API key."""
+    """The caller of this request; raises Unauthorized without a valid API key, and
+    RateLimited once its address sent too many wrong keys (or wrong passwords)."""
     if credentials is None:
         raise Unauthorized(
             "This endpoint needs an API key: send 'Authorization: Bearer <key>'. "
@@ -53,6 +57,17 @@ def get_principal(
         )
     principal = postroom.accounts.verify_api_key(credentials.credentials)
     if principal is None:
+        # A valid key is never refused (256 random bits: guessing one is hopeless, and one
+        # client with an old key must not lock out every other client of its host); wrong
+        # ones are counted per address, with the web UI's failed sign-ins.
+        address = request.client.host if request.client else "unknown"
+        wait = postroom.throttles.take(FAILED_AUTH_ADDRESS, address)
+        if wait > 0:
+            raise RateLimited(
+                "Too many requests with a wrong API key or password from your address; "
+                f"wait {math.ceil(wait)} seconds. Check the key the client sends.",
+                retry_after_s=math.ceil(wait),
+            )
         raise Unauthorized(
             "The API key is unknown or was revoked; ask an administrator for a new one.",
             invalid_token=True,
