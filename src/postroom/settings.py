@@ -51,6 +51,12 @@ class Settings(BaseSettings):
     secret_ref_paths: str = ""
     #: addresses/CIDRs of reverse proxies whose X-Forwarded-For/-Proto are believed
     trusted_proxies: str = ""
+    #: seconds a client has to send a whole request head (slow, trickling clients are cut)
+    header_timeout_s: float = Field(default=10.0, gt=0, le=600)
+    #: open connections per client address (trusted proxies exempt); 0 = no limit
+    max_connections_per_client: int = Field(default=50, ge=0)
+    #: open connections and requests in all; past it, 503; 0 = no limit
+    max_connections: int = Field(default=1000, ge=0)
     #: limits on each part of a mail template (see docs/notifications.md, "Limits")
     template_max_source_chars: int = Field(default=64 * 1024, ge=100, le=10 * 2**20)
     template_max_tags: int = Field(default=2000, ge=10, le=100_000)

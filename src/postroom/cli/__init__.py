@@ -96,18 +96,10 @@ async def _serve(app: Postroom, host: str, port: int) -> None:
     """The web server, a delivery worker and the IMAP listeners in one process."""
     import uvicorn
 
-    from postroom.api.app import create_app
+    from postroom.api.server import server_config
     from postroom.outbox.worker import Worker
 
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(app), host=host, port=port, log_level=app.settings.log_level,
-            access_log=False,
-            # uvicorn believes X-Forwarded-For from 127.0.0.1 by default; the app trusts
-            # only POSTROOM_TRUSTED_PROXIES (postroom.api.proxy)
-            proxy_headers=False,
-        )
-    )  # fmt: skip
+    server = uvicorn.Server(server_config(app, host, port))
     worker = Worker(app)
     worker_task = asyncio.create_task(worker.run())
     inbound = app.inbound.runner()
