@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
 from playwright.sync_api import expect
@@ -59,3 +60,26 @@ def test_more_menu_of_the_last_row_on_a_phone(
     sign_in(page, live_server.url, *accounts["admin"])
     labels = _assert_items_on_top(page, "Zulu")
     assert "Set Zulu as system default" in labels
+
+
+def test_enter_in_the_test_address_runs_the_test_and_saves_nothing(
+    page: Any, live_server: LiveServer, accounts: dict[str, Any]
+) -> None:
+    with socket.socket() as s:  # a loopback port nobody listens on: the test fails fast
+        s.bind(("127.0.0.1", 0))
+        closed_port = s.getsockname()[1]
+    before = {p.name for p in live_server.pr.profiles.list()}
+    sign_in(page, live_server.url, *accounts["admin"])
+    page.goto(live_server.url + "/settings/email/new")
+    page.get_by_label("Profile name").fill("Enter key")
+    page.get_by_label("SMTP host").fill("127.0.0.1")
+    page.get_by_label("SMTP port").fill(str(closed_port))
+    page.get_by_label("Security", exact=True).first.select_option("none")
+    page.get_by_label("From address").fill("alerts@example.com")
+    page.get_by_label("Method", exact=True).select_option("none")
+    page.get_by_label("Send a test message to").fill("qa@example.com")
+    page.get_by_label("Send a test message to").press("Enter")
+    result = page.locator("#result-smtp")
+    expect(result.locator(".diagnosis")).to_have_attribute("data-ok", "false", timeout=30_000)
+    assert page.url.endswith("/settings/email/new")
+    assert {p.name for p in live_server.pr.profiles.list()} == before

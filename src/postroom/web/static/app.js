@@ -99,6 +99,24 @@ function wireTests(form) {
   });
 }
 
+// Enter in a field that belongs to a test (data-enter-action="test_smtp") runs that test.
+// Without this, implicit submission uses the form's first submit button, the hidden Save,
+// and untested settings would go live.
+function wireEnterActions(form) {
+  form.querySelectorAll("[data-enter-action]").forEach((input) => {
+    input.addEventListener("keydown", (event) => {
+      if (event.key !== "Enter" || event.isComposing) return;
+      const wanted = input.dataset.enterAction;
+      const button = Array.from(form.querySelectorAll('button[name="action"]')).find(
+        (b) => b.value === wanted,
+      );
+      if (!button) return;
+      event.preventDefault();
+      if (!button.disabled) form.requestSubmit(button);
+    });
+  });
+}
+
 // Template Preview: post the unsaved form, show the rendered mail (or the error) in place.
 function wirePreview(form) {
   const target = document.getElementById("template-preview");
@@ -200,4 +218,5 @@ document.querySelectorAll("form[data-enhance]").forEach((form) => {
   wireSecrets(form);
   wirePresets(form);
   wireTests(form);
+  wireEnterActions(form);
 });
