@@ -6,9 +6,10 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import func, select
 
 from postroom import Postroom
-from postroom.throttles import Throttles, minutes, sign_in_checks
+from postroom.throttles import ThrottleEvent, Throttles, minutes, sign_in_checks
 from postroom.web.security import Signer, WebSession, load_installation_secret, new_session
 from postroom.web.setup import consume_setup_token, setup_url, valid_setup_token
 
@@ -60,6 +61,15 @@ def test_throttle_counts_per_username_and_address(app: Postroom) -> None:
     throttle.hit(*sign_in_checks("ada", "10.0.0.1"))
     throttle.clear(*sign_in_checks("ada", "10.0.0.1")[0])
     assert throttle.wait_s(*sign_in_checks("ada", "10.0.0.1")) == 0
+
+
+def test_old_throttle_events_are_swept(app: Postroom) -> None:
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    Throttles(app.sessions, clock=lambda: start).hit(*sign_in_checks("ada", "10.0.0.1"))
+    later = Throttles(app.sessions, clock=lambda: start + timedelta(minutes=16))
+    later.hit(*sign_in_checks("bob", "10.0.0.1"))
+    with app.sessions() as s:
+        assert s.scalar(select(func.count(ThrottleEvent.id))) == 3  # bob's three, not ada's
 
 
 def test_installation_secret_is_made_once_and_kept(sqlite_app: Postroom) -> None:
