@@ -76,6 +76,7 @@ def test_two_runners_share_a_mailbox_through_a_lease(
             )
         first = wait_for(
             lambda: [h for h in service.health(name) if h.state is ListenerState.IDLE],
+            timeout=45,  # two CLI processes starting: ~7 s of imports each on a loaded machine
             what="a listener",
         )[0]
         pids = {str(p.pid): p for p in procs}

@@ -27,6 +27,7 @@ from tests.integration.test_inbound_support import (
     running,
     wait_until,
 )
+from tests.web.test_inbound_http import _signed_in
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", UserWarning)
@@ -134,6 +135,12 @@ async def test_a_message_that_cannot_be_stored_is_quarantined_and_shown_everywhe
         listed = api.get("/api/v1/inbound/messages", params={"status": "rejected"}).json()
         assert [(m["uid"], m["folder"]) for m in listed] == [(1, "INBOX")]
         assert "could not be stored" in listed[0]["reject_reason"]
+    app.accounts.create_admin("ada", "ada-password-123")
+    with _signed_in(app, "ada", "ada-password-123") as ui:  # UI: count, reason and UID
+        health_page = ui.get("/settings/email/inbound").text
+        assert "status=rejected" in health_page and "Quarantined" in health_page
+        page = ui.get("/settings/email/inbound", params={"status": "rejected"}).text
+        assert "UID 1" in page and "could not be stored" in page
     cli = CliRunner().invoke(
         inbound_app,
         ["list", "--status", "rejected"],
