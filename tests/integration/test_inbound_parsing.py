@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -128,6 +129,25 @@ def test_the_parser_process_memory_is_capped() -> None:
         assert "memory" in outcome.reason, outcome.reason
         after = parser.parse_blocking(HEAD % b"next" + b"\r\nhello\r\n")
         assert isinstance(after, Parsed) and after.message.subject == "next"
+    finally:
+        parser.close()
+
+
+def test_a_stop_signal_to_the_group_does_not_quarantine_the_message_in_hand() -> None:
+    """Ctrl+C or a service manager's SIGTERM to every process: the parse in hand finishes."""
+    parser = MessageParser(Limits(max_seconds=60))
+    try:
+        parser.start()
+        child = parser.pid
+        assert child is not None
+        timer = threading.Timer(
+            0.3, lambda: [os.kill(child, s) for s in (signal.SIGINT, signal.SIGTERM)]
+        )
+        timer.start()
+        outcome = parser.parse_blocking(slow_recipients(3000))  # ~1-2 s of parsing
+        timer.join()
+        assert isinstance(outcome, Parsed), outcome
+        assert len(outcome.message.to) == 3000 and parser.pid == child
     finally:
         parser.close()
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import signal
 import sys
 from typing import Any, BinaryIO
 
@@ -76,6 +77,11 @@ def _read(stream: BinaryIO, n: int) -> bytes | None:
 
 
 def main(argv: list[str]) -> int:
+    # Ctrl+C in a terminal and a service manager's SIGTERM reach every process of the group:
+    # dying of them mid-parse would make the parent quarantine a good message as "the parser
+    # stopped". This process ends when the parent closes its input (or exits), or is killed.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     limits = Limits(**json.loads(argv[0]))
     # the protocol owns fd 1; anything printed by accident goes to stderr instead
     out = os.fdopen(os.dup(1), "wb")

@@ -142,6 +142,7 @@ class MessageParser:
                 stdout=subprocess.PIPE,
                 stderr=subprocess.DEVNULL,
                 close_fds=True,
+                start_new_session=True,  # not in the terminal's group: Ctrl+C is for us
             )
         except OSError as exc:
             raise ParserUnavailable(
