@@ -131,6 +131,30 @@ def test_test_endpoint_answers_the_script_with_a_fragment(admin: TestClient) -> 
     assert 'href="#f-smtp-port"' in response.text
 
 
+def test_unknown_ui_paths_get_the_html_not_found_page(admin: TestClient, pr: Postroom) -> None:
+    for url in ("/settings/email/nope", "/settings/nope/deeper", "/nope"):
+        response = admin.get(url)
+        assert response.status_code == 404, url
+        assert response.headers["content-type"].startswith("text/html"), url
+        assert "<html" in response.text and "Not found" in response.text, url
+        assert "/api/v1/docs" not in response.text
+        assert "Content-Security-Policy" in response.headers  # the UI's security headers
+    # signed out: the same page, not JSON
+    with _client(pr) as anonymous:
+        response = anonymous.get("/settings/email/nope")
+        assert response.status_code == 404
+        assert response.headers["content-type"].startswith("text/html")
+
+
+def test_unknown_api_paths_point_at_what_exists(admin: TestClient) -> None:
+    response = admin.get("/api/v1/nothing-here")
+    assert response.status_code == 404
+    message = response.json()["error"]["message"]
+    assert "/api/v1/docs" not in message
+    assert "/api/v1/openapi.json" in message
+    assert admin.get("/api/v1/openapi.json").status_code == 200
+
+
 def test_unknown_profile_is_a_404_page(admin: TestClient) -> None:
     response = admin.get("/settings/email/profiles/999")
     assert response.status_code == 404

@@ -30,7 +30,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -253,7 +253,20 @@ _HTTP_CODES = {
 }
 
 
-async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+def _ui_not_found(request: Request) -> Response | None:
+    """A path outside /api/ that no route matched is a mistyped or stale page address: the
+    admin UI's HTML not-found page answers it, not JSON (when the UI is installed)."""
+    path = request.url.path
+    if path == "/api" or path.startswith("/api/"):
+        return None
+    web = getattr(request.app.state, "postroom_web", None)
+    if web is None:
+        return None
+    page: Response = web.not_found_page(request)
+    return page
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     status = exc.status_code
     if isinstance(exc.__cause__, RecursionError):
@@ -262,9 +275,18 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
         return _validation_response([FieldError("", str(too_deep))], [])
     # The path is not repeated: it is client input like any other.
     if status == 404 and exc.detail == HTTPStatus.NOT_FOUND.phrase:
-        message = "There is no such endpoint. The API is described at /api/v1/docs."
+        page = _ui_not_found(request)
+        if page is not None:
+            return page
+        message = (
+            "There is no such endpoint. /api/v1/openapi.json describes every endpoint "
+            "(docs/api.md in words)."
+        )
     elif status == 405:
-        message = f"This endpoint does not accept {request.method}; /api/v1/docs lists its methods."
+        message = (
+            f"This endpoint does not accept {request.method}; "
+            f"/api/v1/openapi.json lists its methods."
+        )
     else:
         message = str(exc.detail)
     code = _HTTP_CODES.get(status, "http_error")

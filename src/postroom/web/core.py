@@ -170,6 +170,16 @@ class WebState:
             request, "error.html", status=exc.status, title=exc.title, message=exc.message
         )
 
+    def not_found_page(self, request: Request) -> Response:
+        """The UI's not-found page for a path no route matched (outside any web route)."""
+        request.state.web = self
+        response = self.error_page(
+            request,
+            PageNotFound("There is no such page. Use the menu to find what you were looking for."),
+        )
+        self.finish(request, response)
+        return response
+
     def flash(self, request: Request, kind: str, text: str) -> None:
         """Show ``text`` on the next page this browser renders."""
         pending: list[list[str]] = getattr(request.state, "flash_out", [])
