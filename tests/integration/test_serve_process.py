@@ -58,3 +58,28 @@ def test_serve_answers_delivers_and_stops_cleanly(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
+
+
+def test_serve_on_a_busy_port_says_what_to_do_and_prints_no_url(tmp_path: Path) -> None:
+    import socket
+
+    env = {**os.environ, "POSTROOM_DATA_DIR": str(tmp_path / "data")}
+    env.pop("POSTROOM_PORT", None)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = subprocess.run(
+            [EXE, "serve", "--host", "127.0.0.1", "--port", str(port)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    out = result.stdout + result.stderr
+    assert result.returncode == 1, out
+    assert f"127.0.0.1:{port}" in result.stderr and "already in use" in result.stderr, out
+    assert "--port" in result.stderr and "POSTROOM_PORT" in result.stderr, out
+    assert "running at" not in out and "http://" not in out, out
+    assert "setup" not in out.lower(), out  # no setup link for the server that holds the port
+    assert "Traceback" not in out

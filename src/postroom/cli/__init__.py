@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import signal
+import socket
 import sys
 from typing import Annotated
 
@@ -14,6 +16,7 @@ from postroom.app import Postroom
 from postroom.cli._common import (
     CLI_ACTOR,
     bad_input,
+    fail,
     handle_errors,
     opened,
     print_json,
@@ -77,6 +80,9 @@ def serve(
             or (f"SQLite in {app.settings.data_dir.resolve()}")
         )
         shown = f"[{host}]" if ":" in host else host
+        # Listen before saying anything: on a busy port, the URL and the setup link would
+        # point at whatever server holds it.
+        sock = _listen(host, port)
         typer.echo(f"postroom is running at http://{shown}:{port}/  ({where})", err=True)
         typer.echo(f"REST API: http://{shown}:{port}/api/v1  (stop with Ctrl+C)", err=True)
         from postroom.web import setup_url
@@ -89,10 +95,33 @@ def serve(
                 f"No admin account yet. Create the first one here (the link works once): {link}",
                 err=True,
             )
-        run_loop(_serve(app, host, port))
+        run_loop(_serve(app, host, port, sock))
 
 
-async def _serve(app: Postroom, host: str, port: int) -> None:
+def _listen(host: str, port: int) -> socket.socket:
+    """A listening socket on ``host:port``, or an error that says what to change."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.create_server((host, port), family=family, backlog=2048)
+    except OSError as exc:
+        where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        if exc.errno == errno.EADDRINUSE:
+            fail(
+                f"{where} is already in use (another postroom or another program). Stop it, "
+                "or choose a free port with --port or POSTROOM_PORT."
+            )
+        if exc.errno == errno.EACCES:
+            fail(
+                f"not allowed to listen on {where} (ports below 1024 need privileges). "
+                "Choose another port with --port or POSTROOM_PORT."
+            )
+        fail(
+            f"cannot listen on {where}: {exc.strerror or exc}. Check --host/POSTROOM_HOST "
+            "and --port/POSTROOM_PORT."
+        )
+
+
+async def _serve(app: Postroom, host: str, port: int, sock: socket.socket) -> None:
     """The web server, a delivery worker and the IMAP listeners in one process."""
     import uvicorn
 
@@ -115,7 +144,7 @@ async def _serve(app: Postroom, host: str, port: int) -> None:
     # what it holds and the process exits 0 instead of dying of SIGTERM
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        await server.serve()
+        await server.serve(sockets=[sock])
     finally:
         stop()
         await asyncio.gather(worker_task, inbound_task)
