@@ -58,6 +58,7 @@ from postroom.outbox.limits import Limits
 from postroom.outbox.queue import OutboxQueue
 from postroom.outbox.service import Outbox, SendRequest
 from postroom.profiles.bindings import BindingRead, Bindings, Explanation
+from postroom.profiles.detect import Detection, detect
 from postroom.profiles.schemas import LastTest
 from postroom.profiles.service import ProfileService
 from postroom.secrets import (
@@ -348,6 +349,30 @@ class Postroom:
     def test_profile(self, name: str | None = None, /, **kwargs: Any) -> Diagnosis:
         """Synchronous :meth:`atest_profile` (not for use inside a running event loop)."""
         return asyncio.run(self.atest_profile(name, **kwargs))
+
+    async def adetect_profile(self, address: object) -> Detection:
+        """Suggest servers for ``address`` (docs/profiles.md, "Detecting settings"); saves nothing.
+
+        Raises ValidationError (field ``address``) for a malformed address.
+        """
+        from postroom.net.dns import parse_dns_servers
+
+        try:
+            servers = parse_dns_servers(self.settings.dns_servers)
+        except ValueError as exc:
+            raise ConfigurationError(f"POSTROOM_DNS_SERVERS: {exc}") from None
+        return await detect(
+            address,
+            policy=self.policy,
+            dns_servers=servers,
+            timeout=self.settings.detect_timeout_s,
+            http_port=self.settings.detect_http_port,
+            https_port=self.settings.detect_https_port,
+        )
+
+    def detect_profile(self, address: object) -> Detection:
+        """Synchronous :meth:`adetect_profile` (not for use inside a running event loop)."""
+        return asyncio.run(self.adetect_profile(address))
 
     # -- keys -------------------------------------------------------------------------------
 

@@ -64,6 +64,12 @@ class Settings(BaseSettings):
     template_max_output_chars: int = Field(default=2 * 2**20, ge=1000, le=100 * 2**20)
     template_render_timeout_s: float = Field(default=5.0, gt=0, le=600)
     template_max_memory_mb: int = Field(default=256, ge=16, le=64 * 1024)
+    #: settings detection (docs/profiles.md): resolvers to ask (``addr[:port]``, comma-
+    #: separated; empty = /etc/resolv.conf), each lookup's timeout, autoconfig's HTTP ports
+    dns_servers: str = ""
+    detect_timeout_s: float = Field(default=3.0, gt=0, le=60)
+    detect_http_port: int = Field(default=80, ge=1, le=65535)
+    detect_https_port: int = Field(default=443, ge=1, le=65535)
 
     @property
     def resolved_database_url(self) -> str:

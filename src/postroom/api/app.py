@@ -25,6 +25,7 @@ from postroom.api.routes import (
     metrics,
     notify,
     oauth2,
+    profile_detection,
     profiles,
 )
 from postroom.app import Postroom
@@ -70,6 +71,7 @@ def create_app(app: Postroom) -> FastAPI:
     v1 = APIRouter(prefix=API_PREFIX)
     for module in (
         connection_tests,
+        profile_detection,
         profiles,
         bindings,
         oauth2,

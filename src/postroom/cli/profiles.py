@@ -447,3 +447,36 @@ def test(
         print_diagnosis(d)
     if not d.ok:
         raise typer.Exit(1)
+
+
+@profile_app.command("detect")
+@handle_errors
+def detect(
+    address: Annotated[str, typer.Argument(help="The e-mail address the profile sends from.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Suggest servers for ADDRESS (built-in data, autoconfig, SRV, MX); saves nothing.
+
+    Exit 0 with at least one suggestion, 1 with none, 2 for a malformed address."""
+    with opened() as app:
+        found = app.detect_profile(address)
+    if as_json:
+        print_json(found.as_dict())
+    else:
+        for suggestion in found.suggestions:
+            typer.echo(f"Suggestion from {suggestion.source}: {suggestion.detail}")
+            for side in ("smtp", "imap"):
+                server = suggestion.settings.get(side)
+                if server:
+                    typer.echo(
+                        f"  {side.upper():4}  {server['host']} port {server['port']} "
+                        f"{server['security']}, username {server.get('username') or '-'}"
+                    )
+            if suggestion.note:
+                typer.echo(f"  note: {suggestion.note}")
+        if not found.suggestions:
+            typer.echo(f"No settings found for {found.domain}. Tried:")
+            for source, result in found.tried:
+                typer.echo(f"  {source}: {result}")
+    if not found.suggestions:
+        raise typer.Exit(1)

@@ -224,6 +224,7 @@ LABELS: dict[str, str] = {
     "name": "Profile name",
     "description": "Description",
     "enabled": "Enabled",
+    "detect_address": "Detect from an address",
     "smtp.host": "SMTP host",
     "smtp.port": "SMTP port",
     "smtp.security": "SMTP security",

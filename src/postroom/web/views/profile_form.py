@@ -1,7 +1,8 @@
 """The profile form: new and edit, save, Test SMTP / Test IMAP on unsaved values, presets.
 
 One POST endpoint per form takes ``action`` = ``save`` | ``test_smtp`` | ``test_imap`` |
-``apply_preset``. The form's script posts tests with ``X-Requested-With: postroom-fetch``
+``apply_preset`` | ``detect`` (fill the servers suggested for ``detect_address``; nothing is
+saved until Save). The form's script posts tests with ``X-Requested-With: postroom-fetch``
 and gets back just the diagnosis; without JavaScript the whole form comes back, values kept.
 A password typed but not yet saved returns only sealed (encrypted for this session), never
 as text.
@@ -17,6 +18,7 @@ from fastapi import Query, Request, Response
 
 from postroom.diagnostics.steps import Diagnosis
 from postroom.errors import ConnectionTestsDisabled, RateLimited, StaleVersion, ValidationError
+from postroom.profiles.detect import Detection
 from postroom.profiles.schemas import ProfileRead
 from postroom.profiles.service import ProfileInUse
 from postroom.web.core import EditorForm, SessionDep, UserDep, WebDep, WebUser, see_other
@@ -56,6 +58,8 @@ class FormState:
     notice: str | None = None
     preset: str = ""
     send_to: str = ""
+    detect_address: str = ""
+    detection: Detection | None = None
 
 
 def _purpose(session: WebSession) -> str:
@@ -94,6 +98,7 @@ def render_form(
 ) -> Response:
     """The whole form page, from ``state``."""
     values = dict(state.values)
+    values["detect_address"] = state.detect_address
     sealed: dict[str, str] = {}
     secret_state: dict[str, str] = {}
     for side in _SIDES:
@@ -136,6 +141,7 @@ def render_form(
         preset=state.preset,
         preset_note=preset_note(state.preset),
         send_to=state.send_to,
+        detection=state.detection,
         oauth2_options=[("", "— choose a configuration —")]
         + [(c.name, c.name) for c in web.pr.oauth2.list()],
         can_edit=user.can_edit,
@@ -208,11 +214,17 @@ def _submit(
     values = values_from_form(form)
     _unseal(web, session, form, values)
     state = FormState(
-        values=values, preset=form.get("preset", ""), send_to=form.get("test_send_to", "").strip()
+        values=values,
+        preset=form.get("preset", ""),
+        send_to=form.get("test_send_to", "").strip(),
+        detect_address=form.get("detect_address", "").strip(),
     )
     if action == "apply_preset":
         values |= preset_values(state.preset)
         return render_form(request, web, user, session, profile, state)
+    if action == "detect":
+        status = _detect(web, state)
+        return render_form(request, web, user, session, profile, state, status=status)
     if action in ("test_smtp", "test_imap"):
         return _test(request, web, user, session, profile, state, kind=action[5:])
     data = profile_data(values)
@@ -237,6 +249,27 @@ def _submit(
     verb = "created" if profile is None else "saved"
     web.flash(request, "success", f"Profile '{saved.name}' {verb}.")
     return see_other(f"/settings/email/profiles/{saved.id}")
+
+
+def _detect(web: WebDep, state: FormState) -> int:
+    """Fill the form with the best suggestion for ``detect_address``; the status to answer."""
+
+    async def go() -> Detection:
+        return await web.pr.adetect_profile(state.detect_address)
+
+    try:
+        state.detection = anyio.from_thread.run(go)
+    except ValidationError as exc:
+        state.errors = {"detect_address": [e.message for e in exc.errors]}
+        return 422
+    if state.detection.suggestions:
+        best = state.detection.suggestions[0]
+        state.values |= best.form_values()
+        if not state.values.get("sender.from_address"):
+            state.values["sender.from_address"] = state.detection.address
+        if best.provider:
+            state.preset = best.provider
+    return 200
 
 
 def _unchanged(profile: ProfileRead, values: FormValues, kind: str) -> bool:
