@@ -3,6 +3,7 @@ subscription forms' mapping (pure)."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -11,6 +12,7 @@ from starlette.requests import Request
 from postroom import Postroom
 from postroom.errors import FieldError, ValidationError
 from postroom.notify.render import TemplateError
+from postroom.throttles import Limit, Throttles
 from postroom.web.core import WebState
 from postroom.web.template_form import (
     SUBSCRIPTION_FIELDS,
@@ -21,7 +23,6 @@ from postroom.web.template_form import (
     subscription_data,
     template_data,
 )
-from postroom.web.throttle import RequestLimit
 from postroom.web.views.reset import link_base
 
 
@@ -55,18 +56,20 @@ def test_reset_links_use_the_public_url(app_factory: Any) -> None:
     )
 
 
-def test_request_limit_counts_per_key_within_the_window() -> None:
-    now = [0.0]
-    limit = RequestLimit(limit=2, window_s=60, clock=lambda: now[0])
-    assert limit.take("10.0.0.1") == 0 and limit.take("10.0.0.1") == 0
-    assert limit.take("10.0.0.1") == pytest.approx(60)
-    assert limit.take("10.0.0.2") == 0  # another address has its own count
-    now[0] = 30
-    assert limit.take("10.0.0.1") == pytest.approx(30)  # refused requests are not counted
-    now[0] = 60
-    assert limit.take("10.0.0.1") == 0
-    limit.clear()
-    assert limit.take("10.0.0.1") == 0 and limit.take("10.0.0.1") == 0
+def test_request_limit_counts_per_key_within_the_window(app: Postroom) -> None:
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    now = [start]
+    limits = Throttles(app.sessions, clock=lambda: now[0])
+    limit = Limit("test", 2, timedelta(seconds=60))
+    assert limits.take(limit, "10.0.0.1") == 0 and limits.take(limit, "10.0.0.1") == 0
+    assert limits.take(limit, "10.0.0.1") == pytest.approx(60)
+    assert limits.take(limit, "10.0.0.2") == 0  # another address has its own count
+    now[0] = start + timedelta(seconds=30)
+    assert limits.take(limit, "10.0.0.1") == pytest.approx(30)  # refused ones are not counted
+    now[0] = start + timedelta(seconds=60)
+    assert limits.take(limit, "10.0.0.1") == 0
+    limits.clear(limit)
+    assert limits.take(limit, "10.0.0.1") == 0 and limits.take(limit, "10.0.0.1") == 0
 
 
 def test_template_form_parts_and_sample_data() -> None:
