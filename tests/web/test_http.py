@@ -159,3 +159,40 @@ def test_unknown_profile_is_a_404_page(admin: TestClient) -> None:
     response = admin.get("/settings/email/profiles/999")
     assert response.status_code == 404
     assert "There is no such email profile" in response.text
+
+
+def test_last_test_badge_turns_stale_when_tested_settings_change(
+    admin: TestClient, pr: Postroom
+) -> None:
+    from datetime import UTC, datetime
+
+    from postroom.profiles.schemas import LastTest
+
+    pr.profiles.create(basic_profile("Stale check"))
+    pr.profiles.record_test("Stale check", LastTest(at=datetime.now(UTC), ok=True, kind="smtp"))
+    assert pr.profiles.get("Stale check").last_test.stale is False  # type: ignore[union-attr]
+
+    def badge() -> str:
+        html = admin.get("/settings/email").text
+        row = html[html.index("Stale check") :]
+        return row[: row.index("</tr>")]
+
+    assert "Passed" in badge() and "badge-stale" not in badge()
+    # a change the SMTP test did not depend on leaves it current
+    pr.profiles.update("Stale check", {"description": "nightly"})
+    assert pr.profiles.get("Stale check").last_test.stale is False  # type: ignore[union-attr]
+    # the server it tested changes: the result no longer describes these settings
+    pr.profiles.update(
+        "Stale check", {"smtp": {"port": 465, "security": "tls", "password": "CANARY-7f3a-secret"}}
+    )
+    assert pr.profiles.get("Stale check").last_test.stale is True  # type: ignore[union-attr]
+    assert "badge-stale" in badge() and "settings changed since" in badge()
+    # a new test is current again; a new password makes it stale too
+    pr.profiles.record_test("Stale check", LastTest(at=datetime.now(UTC), ok=True, kind="smtp"))
+    assert pr.profiles.get("Stale check").last_test.stale is False  # type: ignore[union-attr]
+    pr.profiles.update("Stale check", {"smtp": {"password": "another-password"}})
+    assert pr.profiles.get("Stale check").last_test.stale is True  # type: ignore[union-attr]
+    # and so does a new sender (the test's MAIL FROM), with no secret involved
+    pr.profiles.record_test("Stale check", LastTest(at=datetime.now(UTC), ok=True, kind="smtp"))
+    pr.profiles.update("Stale check", {"sender": {"from_address": "other@example.com"}})
+    assert pr.profiles.get("Stale check").last_test.stale is True  # type: ignore[union-attr]

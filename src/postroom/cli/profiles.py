@@ -112,6 +112,8 @@ def _print_profile(p: ProfileRead) -> None:
     )
     if p.last_test:
         result = "ok" if p.last_test.ok else f"failed ({p.last_test.error_code})"
+        if p.last_test.stale:
+            result += " — settings changed since, test again"
         lines.append(f"  last test:      {p.last_test.at:%Y-%m-%d %H:%M:%S} UTC, {result}")
     typer.echo("\n".join(lines))
     for w in p.warnings:
@@ -147,6 +149,7 @@ def list_profiles(as_json: JsonOpt = False) -> None:
             "yes" if p.enabled else "no",
             str(bound.get(p.name, 0)),
             ("ok" if p.last_test.ok else p.last_test.error_code or "failed")
+            + (" (outdated)" if p.last_test.stale else "")
             if p.last_test
             else "-",
         ]

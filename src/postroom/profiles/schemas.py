@@ -277,6 +277,9 @@ class LastTest(BaseModel):
     ok: bool
     kind: str = "smtp"
     error_code: str | None = None
+    #: the settings this test ran on have changed since (host, port, login, password, …):
+    #: the result no longer describes the profile
+    stale: bool = False
 
 
 class FieldWarning(BaseModel):

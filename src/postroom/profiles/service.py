@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import builtins
 import copy
+import hashlib
+import json
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select, update
@@ -108,6 +111,18 @@ class ProfileService:
         setting = s.get(SystemSetting, DEFAULT_PROFILE_KEY)
         return int(setting.value) if setting and setting.value else None
 
+    def _last_test(self, row: Profile) -> LastTest | None:
+        if not row.last_test:
+            return None
+        data = dict(row.last_test)
+        tested = data.pop("fingerprint", None)
+        result = LastTest.model_validate(data)
+        if isinstance(tested, str):
+            stale = tested != _test_fingerprint(row.spec, result.kind, row.secret_rotated_at)
+        else:  # recorded before fingerprints: any later edit may have changed what it tested
+            stale = row.updated_at > result.at
+        return result.model_copy(update={"stale": stale})
+
     def _read(self, row: Profile, default_id: int | None) -> ProfileRead:
         spec = copy.deepcopy(row.spec)
         spec["smtp"]["password_set"] = row.smtp_password is not None
@@ -121,7 +136,7 @@ class ProfileService:
             is_default=row.id == default_id,
             created_at=row.created_at,
             updated_at=row.updated_at,
-            last_test=LastTest.model_validate(row.last_test) if row.last_test else None,
+            last_test=self._last_test(row),
             last_used_at=row.last_used_at,
             secret_rotated_at=row.secret_rotated_at,
             warnings=warnings_for(parsed),
@@ -460,10 +475,13 @@ class ProfileService:
         """Keep the last connection-test result on the profile (not a configuration change)."""
         with self._sessions() as s:
             row = self._row(s, name)
+            stored = result.model_dump(mode="json", exclude={"stale"})
+            # what was tested, to show the result as stale once those settings change
+            stored["fingerprint"] = _test_fingerprint(row.spec, result.kind, row.secret_rotated_at)
             s.execute(
                 update(Profile)
                 .where(Profile.id == row.id)
-                .values(last_test=result.model_dump(mode="json"))
+                .values(last_test=stored)
                 .execution_options(synchronize_session=False)
             )
             s.commit()
@@ -495,3 +513,14 @@ def _in_use_message(name: str, processes: list[str], is_default: bool, verb: str
         + ". They would be left without mail. Bind them to another profile first, or force it "
         "(--force / ?force=true), which also removes the bindings."
     )
+
+
+def _test_fingerprint(spec: dict[str, Any], kind: str, secret_rotated_at: datetime | None) -> str:
+    """A digest of the stored settings a test of ``kind`` depends on (no secret in it: a
+    changed password shows as a new ``secret_rotated_at``). Name, description, limits and
+    the like are left out, so editing them keeps the result current."""
+    sections = {"smtp": ("smtp", "sender"), "imap": ("imap",)}.get(kind, ("smtp", "sender", "imap"))
+    tested = {key: spec.get(key) for key in sections}
+    tested["secret_rotated_at"] = secret_rotated_at.isoformat() if secret_rotated_at else None
+    text = json.dumps(tested, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
