@@ -161,5 +161,6 @@ def test_one_address_is_throttled_whatever_account_it_guesses(two: Pair) -> None
                                           "password": ADA[1]})  # fmt: skip
         assert response.status_code == 429
         assert "Too many failed sign-ins" in response.text
+        assert 0 < int(response.headers["Retry-After"]) <= FAILED_AUTH_ADDRESS.window.seconds
     with _client(other, "127.0.3.2") as elsewhere:
         assert _sign_in(elsewhere, *ADA) == 303

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Annotated
 
 from fastapi import Query, Request, Response
@@ -65,11 +66,13 @@ def login(request: Request, web: WebDep, session: SessionDep, form: PostForm) ->
     wait = web.pr.throttles.wait_s(*checks)
     if wait > 0:  # before the password is even hashed: a guess costs nothing and says nothing
         n = minutes(wait)
-        return again(
+        refused = again(
             f"Too many failed sign-ins for this account or from your address. Wait {n} "
             f"minute{'s' if n != 1 else ''} and try again.",
             429,
         )
+        refused.headers["Retry-After"] = str(math.ceil(wait))
+        return refused
     principal = web.pr.accounts.verify_admin(username, password) if username else None
     if principal is None:
         web.pr.throttles.hit(*checks)

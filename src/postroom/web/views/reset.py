@@ -10,6 +10,7 @@ The mail is the ``password_reset`` template, sent through the system default pro
 from __future__ import annotations
 
 import logging
+import math
 
 from fastapi import Request, Response
 
@@ -112,7 +113,9 @@ def forgot(request: Request, web: WebDep, form: PostForm) -> Response:
             "Too many reset requests from your address. Wait "
             f"{n} minute{'s' if n != 1 else ''} and try again."
         )
-        return _forgot(request, web, login=login[:254], error=error, status=429)
+        refused = _forgot(request, web, login=login[:254], error=error, status=429)
+        refused.headers["Retry-After"] = str(math.ceil(wait))
+        return refused
     web.later(send_reset_link, web, login[:254], link_base(web, request), address)
     return _forgot(request, web, sent=True)
 
