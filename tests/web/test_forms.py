@@ -16,7 +16,13 @@ from postroom.web.forms import (
     values_from_form,
     values_from_profile,
 )
-from postroom.web.presets import PRESETS, preset_note, preset_values, presets_json
+from postroom.web.presets import (
+    PRESETS,
+    apply_preset,
+    preset_note,
+    preset_values,
+    presets_json,
+)
 
 
 def _form(**overrides: str) -> dict[str, str]:
@@ -143,11 +149,42 @@ def test_presets_fill_host_port_and_security_and_say_how_to_sign_in() -> None:
         "postmark",
     }
     for preset in PRESETS:
-        values = preset_values(preset.key)
-        spec = parse_spec(profile_data(_form(**values)))
-        assert spec.smtp.host == preset.smtp_host
+        # applied over a filled-in form (a typed username stays); OAuth2 presets leave the
+        # OAuth2 configuration to choose, so they are checked as values only
+        values = apply_preset(_form(), preset.key)
+        assert values["smtp.host"] == preset.smtp_host
+        if values["smtp.auth"] == "basic":
+            spec = parse_spec(profile_data(values))
+            assert spec.smtp.host == preset.smtp_host
         assert preset.signin
     assert "app password" in (preset_note("gmail") or "")
     assert "OAuth2" in (preset_note("microsoft365") or "")
     assert preset_values("nope") == {} and preset_note("nope") is None
     assert len(presets_json()) == len(PRESETS)
+
+
+def test_presets_set_the_sign_in_their_note_asks_for() -> None:
+    for key in ("microsoft365", "outlook"):
+        assert "Use OAuth2" in (preset_note(key) or "")
+        values = preset_values(key)
+        assert values["smtp.auth"] == "oauth2" and values["imap.auth"] == "oauth2", key
+    assert preset_values("gmail")["smtp.auth"] == "basic"  # app password or OAuth2: basic works
+
+
+def test_switching_presets_overwrites_everything_the_previous_one_filled() -> None:
+    # the form's script (and the no-JS Apply preset) set exactly these fields: every preset
+    # must fill the same ones, or a previous preset's IMAP host or username stays behind
+    filled = {key: set(preset_values(p.key)) for p in PRESETS for key in [p.key]}
+    assert len({frozenset(f) for f in filled.values()}) == 1, filled
+    gmail, ses = preset_values("gmail"), preset_values("ses")
+    assert gmail["imap.host"] == "imap.gmail.com"
+    assert ses["imap.host"] == ""  # SES has no IMAP: switching to it clears Gmail's
+    assert preset_values("sendgrid")["smtp.username"] == "apikey" and gmail["smtp.username"] == ""
+    # applied to a form: a preset's "apikey" goes, a typed username stays
+    after_sendgrid = apply_preset({"smtp.username": "ops@example.com"}, "sendgrid")
+    assert after_sendgrid["smtp.username"] == "apikey"
+    assert apply_preset(after_sendgrid, "ses")["smtp.username"] == ""
+    assert apply_preset({"smtp.username": "ops@example.com"}, "ses")["smtp.username"] == (
+        "ops@example.com"
+    )
+    assert apply_preset(apply_preset({}, "gmail"), "mailgun")["imap.host"] == ""

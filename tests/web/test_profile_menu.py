@@ -83,3 +83,22 @@ def test_enter_in_the_test_address_runs_the_test_and_saves_nothing(
     expect(result.locator(".diagnosis")).to_have_attribute("data-ok", "false", timeout=30_000)
     assert page.url.endswith("/settings/email/new")
     assert {p.name for p in live_server.pr.profiles.list()} == before
+
+
+def test_switching_presets_in_the_browser_leaves_nothing_behind(
+    page: Any, live_server: LiveServer, accounts: dict[str, Any]
+) -> None:
+    sign_in(page, live_server.url, *accounts["admin"])
+    page.goto(live_server.url + "/settings/email/new")
+    preset = page.get_by_label("Provider preset")
+    preset.select_option("gmail")
+    expect(page.locator("#f-imap-host")).to_have_value("imap.gmail.com")
+    preset.select_option("ses")
+    expect(page.locator("#f-imap-host")).to_have_value("")
+    preset.select_option("microsoft365")
+    expect(page.get_by_label("Method", exact=True)).to_have_value("oauth2")
+    expect(page.locator("#preset-note")).to_contain_text("Use OAuth2")
+    preset.select_option("sendgrid")
+    expect(page.locator("#f-smtp-username")).to_have_value("apikey")
+    preset.select_option("mailgun")
+    expect(page.locator("#f-smtp-username")).to_have_value("")

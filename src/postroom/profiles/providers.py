@@ -24,6 +24,8 @@ class Preset:
     imap_port: int | None = None
     imap_security: str | None = None
     username: str | None = None
+    #: the sign-in the note asks for: "basic" (password / app password) or "oauth2"
+    auth: str = "basic"
 
 
 PRESETS: tuple[Preset, ...] = (
@@ -50,6 +52,7 @@ PRESETS: tuple[Preset, ...] = (
         "outlook.office365.com",
         993,
         "tls",
+        auth="oauth2",
     ),
     Preset(
         "outlook",
@@ -61,6 +64,7 @@ PRESETS: tuple[Preset, ...] = (
         "outlook.office365.com",
         993,
         "tls",
+        auth="oauth2",
     ),
     Preset(
         "yahoo",

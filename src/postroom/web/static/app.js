@@ -50,9 +50,13 @@ function wirePresets(form) {
       note.hidden = !preset;
     }
     if (!preset) return;
+    // Same rule as the server's apply_preset: a typed username stays when the preset has
+    // none; one another preset filled in ("apikey") is cleared.
     Object.entries(preset.values).forEach(([name, value]) => {
       const input = fieldByName(form, name);
-      if (input) input.value = value;
+      if (!input) return;
+      if (name === "smtp.username" && !value && !preset.preset_usernames.includes(input.value)) return;
+      input.value = value;
     });
     form.dispatchEvent(new Event("change"));
   });

@@ -32,7 +32,7 @@ from postroom.web.forms import (
     values_from_form,
     values_from_profile,
 )
-from postroom.web.presets import PRESETS, preset_note, preset_values, presets_json
+from postroom.web.presets import PRESETS, apply_preset, preset_note, presets_json
 from postroom.web.security import WebSession
 from postroom.web.views.common import Route, find_profile
 
@@ -220,7 +220,7 @@ def _submit(
         detect_address=form.get("detect_address", "").strip(),
     )
     if action == "apply_preset":
-        values |= preset_values(state.preset)
+        state.values = values = apply_preset(values, state.preset)
         return render_form(request, web, user, session, profile, state)
     if action == "detect":
         status = _detect(web, state)
