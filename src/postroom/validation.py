@@ -68,4 +68,11 @@ def validate_model(model: type[M], data: Any) -> M:
             field, msg = _loc_to_field(tuple(err["loc"]), str(err["msg"]))
             msg = friendly_message(err["type"], err.get("ctx") or {}, msg)
             errors.append(FieldError(field, msg))
+        # pydantic runs a model's cross-field rules only once its fields are valid, so a
+        # form would name those problems one round later; a model that can check them on
+        # the raw input says so with ``raw_problems`` (see ProfileSpec)
+        raw_problems = getattr(model, "raw_problems", None)
+        if raw_problems is not None:
+            seen = {e.field for e in errors}
+            errors += [e for e in raw_problems(data) if e.field not in seen]
         raise ValidationError(errors) from None

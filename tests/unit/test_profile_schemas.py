@@ -50,6 +50,26 @@ def test_basic_needs_username_and_oauth2_needs_config() -> None:
     assert fields(spec(smtp={"auth": "oauth2"})) == ["smtp.oauth2_config"]
 
 
+def test_every_problem_is_named_at_once() -> None:
+    # field errors elsewhere used to hide the cross-field rules until they were fixed
+    data = spec(
+        name="",
+        smtp={"auth": "basic", "port": 70000},
+        sender={"from_address": "not an address"},
+        imap={"host": "imap.example.com", "auth": "oauth2", "port": "x"},
+    )
+    assert set(fields(data)) >= {
+        "name",
+        "smtp.port",
+        "smtp.username",
+        "sender.from_address",
+        "imap.port",
+        "imap.oauth2_config",
+    }
+    # and the rule is not reported twice when it is the only problem
+    assert fields(spec(smtp={"auth": "basic"})) == ["smtp.username"]
+
+
 def test_messages_are_for_people() -> None:
     with pytest.raises(ValidationError) as exc:
         parse_spec(spec(smtp={"port": 70000}))

@@ -23,6 +23,7 @@ from pydantic import (
 )
 
 from postroom.addresses import check_addr_spec, check_hostname, check_single_line
+from postroom.errors import FieldError
 from postroom.validation import validate_model
 
 __all__ = [
@@ -136,11 +137,23 @@ class _Server(_Strict):
 
     @model_validator(mode="after")
     def _auth_needs(self) -> _Server:
-        if self.auth is AuthMethod.BASIC and not self.username:
-            raise ValueError("username: is required when auth is 'basic'")
-        if self.auth is AuthMethod.OAUTH2 and not self.oauth2_config:
-            raise ValueError("oauth2_config: is required when auth is 'oauth2'")
+        problem = _auth_problem(self.auth, self.username, self.oauth2_config)
+        if problem:
+            raise ValueError(f"{problem[0]}: {problem[1]}")
         return self
+
+
+def _blank(value: object) -> bool:
+    return not (isinstance(value, str) and value.strip())
+
+
+def _auth_problem(auth: object, username: object, oauth2_config: object) -> tuple[str, str] | None:
+    """The field a sign-in method needs and lacks, as (field, message); on raw input too."""
+    if auth == AuthMethod.BASIC and _blank(username):
+        return "username", "is required when auth is 'basic'"
+    if auth == AuthMethod.OAUTH2 and _blank(oauth2_config):
+        return "oauth2_config", "is required when auth is 'oauth2'"
+    return None
 
 
 class SmtpSettings(_Server):
@@ -250,6 +263,23 @@ class ProfileSpec(_Strict):
     email_actions_base_url: str | None = Field(default=None, max_length=2000)
     rate_limit_per_minute: int | None = Field(default=None, ge=1, le=1_000_000)
     max_connections: int = Field(default=4, ge=1, le=100)
+
+    @classmethod
+    def raw_problems(cls, data: Any) -> list[FieldError]:
+        """Cross-field rules checked on raw input, for validate_model to report with the
+        field errors (pydantic would run them only once every field is valid)."""
+        out: list[FieldError] = []
+        if not isinstance(data, dict):
+            return out
+        for side in ("smtp", "imap"):
+            server = data.get(side)
+            if isinstance(server, dict):
+                problem = _auth_problem(
+                    server.get("auth"), server.get("username"), server.get("oauth2_config")
+                )
+                if problem:
+                    out.append(FieldError(f"{side}.{problem[0]}", problem[1]))
+        return out
 
     @field_validator("name")
     @classmethod
