@@ -12,10 +12,14 @@ set -euo pipefail
 # chromium: the web UI tests drive it with Playwright (never a downloaded browser build)
 # libidn12 libical3 libpcre3 libxapian30: shared libraries the unpacked Exim/Cyrus binaries
 # link against (plain libraries: installing them conflicts with nothing)
+# libwrap0 libpam0g: shared libraries of the unpacked Dante SOCKS server
 packages=(postfix dovecot-core dovecot-imapd dovecot-lmtpd openssl chromium
-          libidn12 libical3 libpcre3 libxapian30)
+          libidn12 libical3 libpcre3 libxapian30 libwrap0 libpam0g)
 # unpacked into $private, never installed
 unpacked=(exim4-daemon-light exim4-base exim4-config cyrus-imapd cyrus-common sasl2-bin)
+# proxies for the proxy tests (SOCKS5: Dante, HTTP CONNECT: tinyproxy), also only unpacked:
+# installed, their packages would start system-wide daemons; the tests run private ones
+proxies=(dante-server tinyproxy-bin)
 private="${POSTROOM_TEST_SERVERS_DIR:-/opt/postroom-test-servers}"
 
 missing=()
@@ -24,14 +28,18 @@ for p in "${packages[@]}"; do
 done
 need_unpack=0
 [ -f "$private/.complete" ] || need_unpack=1
+need_proxies=0
+[ -f "$private/.proxies-complete" ] || need_proxies=1
 need_users=0
 getent passwd Debian-exim >/dev/null && getent passwd cyrus >/dev/null || need_users=1
-if [ ${#missing[@]} -eq 0 ] && [ $need_unpack -eq 0 ] && [ $need_users -eq 0 ]; then
+if [ ${#missing[@]} -eq 0 ] && [ $need_unpack -eq 0 ] && [ $need_users -eq 0 ] \
+   && [ $need_proxies -eq 0 ]; then
   exit 0
 fi
 if [ "$(id -u)" -ne 0 ]; then
   [ ${#missing[@]} -eq 0 ] || echo "postroom: the tests need these Debian packages: ${missing[*]}" >&2
   [ $need_unpack -eq 0 ] || echo "postroom: the tests need ${unpacked[*]} unpacked in $private" >&2
+  [ $need_proxies -eq 0 ] || echo "postroom: the tests need ${proxies[*]} unpacked in $private" >&2
   echo "postroom: run as root: sudo bash scripts/install-system-deps.sh" >&2
   exit 0
 fi
@@ -84,5 +92,22 @@ if [ $need_unpack -eq 1 ]; then
   chmod u-s "$private/root/usr/sbin/exim4"
   chmod 755 "$private" "$private/root"
   touch "$private/.complete"
+fi
+if [ $need_proxies -eq 1 ]; then
+  # added to the private tree without touching what is there (other runs may be using it)
+  echo "postroom: unpacking ${proxies[*]} into $private (private SOCKS5 and HTTP proxies)"
+  [ $updated -eq 1 ] || apt-get update -qq
+  download="$(mktemp -d)"
+  chmod 755 "$download"
+  (cd "$download" && apt-get download -qq "${proxies[@]}" >/dev/null 2>&1 \
+    || apt-get download "${proxies[@]}")
+  mkdir -p "$private/root"
+  for deb in "$download"/*.deb; do
+    dpkg -x "$deb" "$private/root"
+    printf '%s %s\n' "$(dpkg-deb -f "$deb" Package)" "$(dpkg-deb -f "$deb" Version)" >> "$private/VERSIONS"
+  done
+  rm -rf "$download"
+  chmod 755 "$private" "$private/root"
+  touch "$private/.proxies-complete"
 fi
 exit 0

@@ -6,6 +6,7 @@ The Python API, REST, web UI and CLI all hold one of these.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 from collections.abc import Mapping
 from datetime import datetime, timedelta
@@ -47,6 +48,7 @@ from postroom.inbound.service import Inbound
 from postroom.inbound.webhooks import rotate_webhook_secrets
 from postroom.net.forwarded import parse_trusted
 from postroom.net.policy import NetPolicy
+from postroom.net.proxy_spec import parse_proxy_url
 from postroom.notify.compose import OutgoingMessage
 from postroom.notify.events import Notifier
 from postroom.notify.sandbox import TemplateLimits
@@ -104,6 +106,12 @@ class Postroom:
             )
         except ValueError as exc:
             raise ConfigurationError(str(exc)) from None
+        try:
+            proxy = parse_proxy_url(settings.proxy, settings.proxy_password)
+        except ValueError as exc:
+            raise ConfigurationError(f"POSTROOM_PROXY: {exc}") from None
+        if proxy is not None:
+            self.policy = dataclasses.replace(self.policy, proxy=proxy)
         try:
             self.trusted_proxies = parse_trusted(settings.trusted_proxies)
         except ValueError as exc:

@@ -67,6 +67,10 @@ class Settings(BaseSettings):
     #: settings detection (docs/profiles.md): resolvers to ask (``addr[:port]``, comma-
     #: separated; empty = /etc/resolv.conf), each lookup's timeout, autoconfig's HTTP ports
     dns_servers: str = ""
+    #: SMTP, IMAP and OAuth2 token connections through a proxy: socks5://[user@]host:port
+    #: or http://[user@]host:port (HTTP CONNECT); the password in proxy_password
+    proxy: str = ""
+    proxy_password: str = Field(default="", repr=False)
     detect_timeout_s: float = Field(default=3.0, gt=0, le=60)
     detect_http_port: int = Field(default=80, ge=1, le=65535)
     detect_https_port: int = Field(default=443, ge=1, le=65535)

@@ -103,11 +103,18 @@ async def _step(rec: Recorder, name: str) -> AsyncIterator[StepHandle]:
 
 
 async def _steps(rec: Recorder, session: ImapSession, imap: ImapSettings) -> None:
-    async with _step(rec, "resolve") as st:
-        st.detail = ", ".join(await session.resolve())
-    async with _step(rec, "connect") as st:
-        address = await session.connect()
-        st.detail = f"connected to {address} port {imap.port}"
+    proxy = session.policy.proxy
+    if proxy is not None:
+        # one step: the proxy resolves the name and connects (docs/profiles.md, "Proxies")
+        async with _step(rec, "proxy") as st:
+            address = await session.connect()
+            st.detail = f"tunnel to {imap.host} port {imap.port} through the {proxy.shown}"
+    else:
+        async with _step(rec, "resolve") as st:
+            st.detail = ", ".join(await session.resolve())
+        async with _step(rec, "connect") as st:
+            address = await session.connect()
+            st.detail = f"connected to {address} port {imap.port}"
 
     if imap.security is Security.TLS:
         async with _step(rec, "tls") as st:

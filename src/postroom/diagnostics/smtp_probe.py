@@ -23,6 +23,8 @@ from postroom.diagnostics.steps import Code, Diagnosis
 from postroom.errors import PostroomError
 from postroom.net.connect import ConnectFailed, Sniffed, connect_first, sniff
 from postroom.net.policy import NetPolicy
+from postroom.net.proxy import open_tunnel
+from postroom.net.proxy_spec import ProxySpec
 from postroom.net.resolve import BlockedByPolicy, HostNotFound, ResolveTimeout, resolve
 from postroom.net.tls import classify_tls_error, describe_tls, make_context
 from postroom.oauth2.access import bearer_for, forget
@@ -81,7 +83,9 @@ def _refused(code: Code, what: str, reply_code: int, text: str) -> StepFailed:
 async def resolve_and_connect(
     rec: Recorder, host: str, port: int, *, policy: NetPolicy, timeout: float | None
 ) -> tuple[object, str]:
-    """The `resolve` and `connect` steps, shared by SMTP and IMAP."""
+    """The `resolve` and `connect` steps (or one `proxy` step), shared by SMTP and IMAP."""
+    if policy.proxy is not None:
+        return await _through_proxy(rec, policy.proxy, host, port, policy=policy, timeout=timeout)
     async with rec.step("resolve") as st:
         try:
             addresses = await resolve(host, port, policy=policy, timeout=timeout)
@@ -105,6 +109,41 @@ async def resolve_and_connect(
             raise StepFailed(exc.code, exc.message) from None
         st.detail = f"connected to {address} port {port}"
     return sock, address
+
+
+async def _through_proxy(
+    rec: Recorder,
+    proxy: ProxySpec,
+    host: str,
+    port: int,
+    *,
+    policy: NetPolicy,
+    timeout: float | None,
+) -> tuple[object, str]:
+    """The `proxy` step: a tunnel to ``host``:``port`` through ``proxy`` (which resolves)."""
+    async with rec.step("proxy") as st:
+        try:
+            sock = await open_tunnel(proxy, host, port, policy=policy, timeout=timeout)
+        except HostNotFound as exc:
+            raise StepFailed(
+                Code.DNS_NOT_FOUND,
+                f"The proxy's host name '{proxy.host}' was not found.",
+                detail=exc.detail,
+            ) from None
+        except BlockedByPolicy as exc:
+            raise StepFailed(
+                Code.BLOCKED_BY_POLICY,
+                f"'{exc.host}' is blocked by postroom's network policy.",
+                detail=" ".join(d.reason for d in exc.denied),
+            ) from None
+        except ResolveTimeout:
+            raise StepFailed(
+                Code.PROXY_TIMEOUT, f"Resolving the proxy '{proxy.host}' timed out."
+            ) from None
+        except ConnectFailed as exc:
+            raise StepFailed(exc.code, exc.message) from None
+        st.detail = f"tunnel to {host} port {port} through the {proxy.shown}"
+    return sock, proxy.shown
 
 
 def _not_smtp(port: int, found: Sniffed) -> StepFailed:

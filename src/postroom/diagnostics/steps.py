@@ -39,6 +39,9 @@ class Code(StrEnum):
     ROUNDTRIP_TIMEOUT = "roundtrip_timeout"
     TEST_TIMEOUT = "test_timeout"
     SECRET_UNAVAILABLE = "secret_unavailable"
+    PROXY_REFUSED = "proxy_refused"
+    PROXY_AUTH_FAILED = "proxy_auth_failed"
+    PROXY_TIMEOUT = "proxy_timeout"
 
 
 class Step(BaseModel):
@@ -114,6 +117,22 @@ def hint_for(
             )
         case Code.NETWORK_UNREACHABLE:
             return "This machine has no route to that address: check its network and proxy setup."
+        case Code.PROXY_REFUSED:
+            return (
+                "The proxy (POSTROOM_PROXY) could not be reached, or it refused to connect to "
+                f"{host} port {port}: check the proxy's address and that its rules allow this "
+                "server and port."
+            )
+        case Code.PROXY_AUTH_FAILED:
+            return (
+                "The proxy refused to let postroom through: check the user name in "
+                "POSTROOM_PROXY and the password in POSTROOM_PROXY_PASSWORD."
+            )
+        case Code.PROXY_TIMEOUT:
+            return (
+                "The proxy did not answer in time, or took too long to reach the server: check "
+                "that the proxy is running, or raise the connect timeout."
+            )
         case Code.BLOCKED_BY_POLICY:
             return (
                 "Postroom's network policy blocks this address or port. An operator can allow "

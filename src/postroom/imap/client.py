@@ -50,6 +50,7 @@ from postroom.diagnostics.steps import Code
 from postroom.errors import PostroomError
 from postroom.net.connect import ConnectFailed, connect_first
 from postroom.net.policy import NetPolicy
+from postroom.net.proxy import open_tunnel
 from postroom.net.resolve import BlockedByPolicy, HostNotFound, ResolveTimeout, resolve
 from postroom.net.tls import classify_tls_error, describe_tls, make_context
 from postroom.profiles.schemas import ImapSettings, Security
@@ -359,7 +360,23 @@ class ImapSession:
         return self.addresses
 
     async def connect(self) -> str:
-        """Open TCP to the first resolved address that accepts; returns that address."""
+        """Open TCP to the first resolved address that accepts, or a tunnel through the
+        proxy (``policy.proxy``, which resolves the name); returns what it connected to."""
+        proxy = self.policy.proxy
+        if proxy is not None:
+            try:
+                self._sock = await open_tunnel(
+                    proxy,
+                    self.settings.host,
+                    self.settings.port,
+                    policy=self.policy,
+                    timeout=self.timeout,
+                )
+            except Exception as exc:
+                raise self._translate(_Op.CONNECT, exc) from exc
+            self.address = proxy.shown
+            self._sock.setblocking(True)
+            return self.address
         if not self.addresses:
             await self.resolve()
         try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import ipaddress
 import socket
 from dataclasses import dataclass
 
@@ -109,7 +110,14 @@ async def _speaks_tls(address: str, port: int, wait: float) -> bool:
 
 async def sniff(address: str, port: int, *, probe_line: bytes, wait: float = 1.5) -> Sniffed:
     """See what a port speaks, on fresh connections: what it says unasked; else whether it
-    completes a TLS handshake; else what it answers to ``probe_line``. Reads at most 512 bytes."""
+    completes a TLS handshake; else what it answers to ``probe_line``. Reads at most 512 bytes.
+
+    Only an address that was checked (an IP literal) is sniffed; anything else (a
+    connection through a proxy) is "closed": a second, direct connection would bypass it."""
+    try:
+        ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return Sniffed("closed", "")
     try:
         reader, writer = await asyncio.wait_for(asyncio.open_connection(address, port), wait)
     except (OSError, TimeoutError):

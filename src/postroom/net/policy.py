@@ -49,6 +49,8 @@ from ipaddress import (
 )
 from typing import TypeAlias
 
+from postroom.net.proxy_spec import ProxySpec
+
 __all__ = [
     "HARDENED_PORTS",
     "NET_PROFILES",
@@ -152,6 +154,9 @@ class NetPolicy:
     allow: tuple[Network, ...] = ()
     ports: frozenset[int] = field(default_factory=frozenset)
     profile: str = "default"
+    #: the proxy SMTP, IMAP and OAuth2 token connections go through (POSTROOM_PROXY); the
+    #: policy still judges the proxy's address and a target given as an address
+    proxy: ProxySpec | None = None
 
     def __post_init__(self) -> None:
         if self.profile not in NET_PROFILES:

@@ -3,8 +3,8 @@
 :class:`PolicyTransport` is httpx's own transport whose connections go through
 :func:`postroom.net.resolve.resolve`: the host is resolved once, every address is checked,
 and the TCP connection is opened to a checked address, while TLS (SNI and certificate
-verification) still uses the host name. No proxy from the environment is used: a proxy would
-connect on our behalf to an address nobody checked.
+verification) still uses the host name. No proxy from the environment (HTTPS_PROXY) is used;
+only the operator's POSTROOM_PROXY (``policy.proxy``), through :mod:`postroom.net.proxy`.
 
 :func:`post_form` sends one form POST and returns ``(status, body)``; it maps every network
 failure to :class:`EndpointUnreachable` here, at one boundary.
@@ -16,10 +16,15 @@ import ssl
 from collections.abc import Iterable
 from typing import Any
 
+import anyio.abc
 import httpcore
 import httpx
+from httpcore._backends.anyio import AnyIOStream
 
+from postroom.net.connect import ConnectFailed
 from postroom.net.policy import NetPolicy
+from postroom.net.proxy import open_tunnel
+from postroom.net.proxy_spec import ProxySpec
 from postroom.net.resolve import BlockedByPolicy, HostNotFound, ResolveTimeout, resolve
 
 __all__ = ["EndpointUnreachable", "PolicyTransport", "post_form"]
@@ -52,6 +57,8 @@ class _PolicyBackend(httpcore.AsyncNetworkBackend):
         local_address: str | None = None,
         socket_options: Iterable[Any] | None = None,
     ) -> httpcore.AsyncNetworkStream:
+        if self._policy.proxy is not None:
+            return await self._tunnel(self._policy.proxy, host, port, timeout)
         addresses = await resolve(host, port, policy=self._policy, timeout=timeout)
         last: Exception | None = None
         for address in addresses:
@@ -67,6 +74,17 @@ class _PolicyBackend(httpcore.AsyncNetworkBackend):
                 last = exc
         assert last is not None
         raise last
+
+    async def _tunnel(
+        self, proxy: ProxySpec, host: str, port: int, timeout: float | None
+    ) -> httpcore.AsyncNetworkStream:
+        try:
+            sock = await open_tunnel(proxy, host, port, policy=self._policy, timeout=timeout)
+        except ConnectFailed as exc:
+            raise httpcore.ConnectError(exc.message) from None
+        # httpcore's AnyIO stream over our tunnel: TLS (SNI, verification) still on `host`
+        stream = await anyio.abc.SocketStream.from_socket(sock)
+        return AnyIOStream(stream)
 
     async def connect_unix_socket(
         self,

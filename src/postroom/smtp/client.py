@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import aiosmtplib
 
-from postroom.net.connect import ConnectFailed, connect_first
+from postroom.net.connect import ConnectFailed
 from postroom.net.policy import NetPolicy
-from postroom.net.resolve import BlockedByPolicy, HostNotFound, ResolveTimeout, resolve
+from postroom.net.proxy import open_socket
+from postroom.net.resolve import BlockedByPolicy, HostNotFound, ResolveTimeout
 from postroom.net.tls import make_context
 from postroom.oauth2.errors import TokenError
 from postroom.oauth2.smtp_auth import NoTokenMechanism, sign_in
@@ -32,8 +33,7 @@ class SmtpConnectError(Exception):
 async def open_smtp(s: SmtpSettings, *, policy: NetPolicy) -> aiosmtplib.SMTP:
     """A connected, (STARTTLS-)secured and signed-in session, ready for MAIL FROM."""
     try:
-        addresses = await resolve(s.host, s.port, policy=policy, timeout=s.connect_timeout_s)
-        sock, _ = await connect_first(addresses, s.port, timeout=s.connect_timeout_s)
+        sock, _ = await open_socket(s.host, s.port, policy=policy, timeout=s.connect_timeout_s)
     except (HostNotFound, BlockedByPolicy, ResolveTimeout, ConnectFailed) as exc:
         raise SmtpConnectError(str(exc)) from None
     client = aiosmtplib.SMTP(
