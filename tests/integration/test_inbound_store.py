@@ -16,6 +16,8 @@ from postroom.inbound.mailboxes import LeaseLost
 from postroom.inbound.schemas import InboundStatus, ListenerState
 from postroom.inbound.store import Location
 from postroom.outbox.bounce_tokens import make_token
+from postroom.outbox.queue import Claim, Delivery
+from postroom.smtp.replies import Outcome
 from tests.conftest import basic_profile
 from tests.integration.test_inbound_support import inbound
 
@@ -130,3 +132,56 @@ def test_a_bounce_marks_only_a_sent_message(app: Postroom) -> None:
     ]
     assert "no X-Postroom-Bounce token" in str(infos[0].refused)
     assert "does not match" in str(infos[1].refused)
+
+
+def test_a_bounce_that_arrives_before_sent_is_recorded_applies_when_it_is(app: Postroom) -> None:
+    """A DSN can beat the worker's ``sent`` write (the relay answers 250, bounces at once,
+    and the listener stores the notice before the worker's batch commits): it is held and
+    applied by the queue's complete path, in the same transaction as ``sent``."""
+    service = inbound(app)
+    profile_id = receiving(app)
+    ids = [
+        app.send({"to": [to], "subject": "Report", "text": "x"}, profile="Support inbox")
+        for to in ("bob@example.com", "carol@example.com")
+    ]
+    in_flight = app.outbox.queue.claim("w1", limit=1, lease_s=60)  # sending now
+    assert [c.id for c in in_flight] == ids[:1]
+    mailbox = service.mailboxes.ensure(profile_id, "INBOX")
+    service.mailboxes.acquire(mailbox, "me", lease_s=30)
+    service.mailboxes.position(mailbox, "me", 1)
+    where = Location(mailbox, "me", profile_id, "Support inbox", "INBOX", 1)
+    dsn = parse_inbound(b"From: MAILER-DAEMON@x\r\nSubject: Undelivered\r\n\r\nx\r\n")
+    assert isinstance(dsn, Parsed)
+    stored = []
+    for uid, outbox_id in enumerate(ids, start=1):  # one still sending, one still queued
+        message_id = app.outbox.get(outbox_id).message_id
+        failed = RecipientStatus(f"u{uid}@example.com", "failed", "5.1.1", "550 5.1.1 no such user")
+        token = make_token(*app.hmac_keys.current(), message_id)
+        stored.append(
+            service.store.store(
+                where, uid, dsn, size=10 + uid, sha256=str(uid) * 64,
+                bounce=Bounce(message_id, [failed], tokens=[token]),
+            )
+        )  # fmt: skip
+    assert [app.outbox.get(i).status for i in ids] == ["sending", "queued"]
+
+    def sent(claims: list[Claim]) -> list[Delivery]:
+        return [Delivery(c, Outcome.SENT, 250, "250 ok", "w1") for c in claims]
+
+    assert app.outbox.queue.complete(sent(in_flight)) == []
+    refused, later = app.outbox.queue.complete_and_claim([], "w1", limit=5, lease_s=60)
+    assert [c.id for c in later] == ids[1:]
+    app.outbox.queue.complete(sent(later))
+    for n, (outbox_id, inbound_id) in enumerate(zip(ids, stored, strict=True), start=1):
+        message = app.outbox.get(outbox_id)
+        assert (message.status, message.last_code) == ("bounced", 550)
+        assert message.last_error == f"u{n}@example.com: 5.1.1 550 5.1.1 no such user"
+        assert inbound_id is not None
+        info = service.get(inbound_id).bounce
+        assert info is not None and info.authenticated and info.outbox_id == outbox_id
+    # applied once: a later send of another message does not touch them again
+    third = app.send(
+        {"to": ["dan@example.com"], "subject": "R", "text": "x"}, profile="Support inbox"
+    )
+    app.outbox.queue.complete(sent(app.outbox.queue.claim("w1", limit=5, lease_s=60)))
+    assert app.outbox.get(third).status == "sent"

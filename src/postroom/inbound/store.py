@@ -33,7 +33,7 @@ from postroom.hmac_keys import HmacKeys
 from postroom.imap.parse import InboundMessage as Parsed
 from postroom.inbound.bounces import Bounce
 from postroom.inbound.mailboxes import Mailboxes
-from postroom.inbound.outbox_bounces import bounce_info, mark_outbox_bounced
+from postroom.inbound.outbox_bounces import BounceOutcome, bounce_info, hold, mark_outbox_bounced
 from postroom.inbound.schemas import (
     AttachmentInfo,
     BounceInfo,
@@ -195,11 +195,14 @@ class InboundStore:
     ) -> int | None:
         with self._sessions() as s:
             try:
+                outcome = BounceOutcome()
                 if bounce is not None:
-                    outbox_id, refused = mark_outbox_bounced(s, bounce, keys=self.bounce_keys)
-                    row.bounce = bounce_info(bounce, outbox_id, refused=refused).model_dump()
+                    outcome = mark_outbox_bounced(s, bounce, keys=self.bounce_keys)
+                    info = bounce_info(bounce, outcome.outbox_id, refused=outcome.refused)
+                    row.bounce = info.model_dump()
                 s.add(row)
                 s.flush()
+                hold(s, row.id, outcome)
                 for a in attachments:
                     a.inbound_id = row.id
                     s.add(a)

@@ -28,6 +28,7 @@ from postroom.db.tables import Base, utcnow
 
 __all__ = [
     "InboundAttachment",
+    "InboundHeldBounce",
     "InboundDelivery",
     "InboundMailbox",
     "InboundMessage",
@@ -162,3 +163,25 @@ class InboundDelivery(Base):
     status_code: Mapped[int | None] = mapped_column(Integer, default=None)
     error: Mapped[str | None] = mapped_column(Text, default=None)
     duration_ms: Mapped[float] = mapped_column(default=0.0)
+
+
+class InboundHeldBounce(Base):
+    """A genuine bounce notice that arrived before the send it reports was recorded.
+
+    The relay can answer 250 and bounce at once, and the listener store the notice before
+    the worker's batch commits ``sent``: the notice waits here and the queue applies it in
+    the transaction that records ``sent`` (:func:`postroom.inbound.outbox_bounces.apply_held`).
+    """
+
+    __tablename__ = "inbound_held_bounces"
+
+    inbound_id: Mapped[int] = mapped_column(
+        ForeignKey("inbound_messages.id", ondelete="CASCADE"), primary_key=True
+    )
+    outbox_id: Mapped[int] = mapped_column(
+        ForeignKey("outbox_messages.id", ondelete="CASCADE"), index=True
+    )
+    #: what the outbox message's last_error and last_code become
+    summary: Mapped[str | None] = mapped_column(Text, default=None)
+    code: Mapped[int | None] = mapped_column(Integer, default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -34,6 +34,7 @@ from postroom.db.tables import (
     utcnow,
 )
 from postroom.errors import Conflict, NotFound
+from postroom.inbound.outbox_bounces import apply_held
 from postroom.oauth2.tables import OAuth2Pause
 from postroom.outbox.policy import GiveUp, RetryPolicy, next_attempt
 from postroom.outbox.schemas import (
@@ -625,15 +626,23 @@ class OutboxQueue:
         if not deliveries:
             return []
         now = utcnow()
+        refused: builtins.list[int] | None = None
         if s.get_bind().dialect.name == "sqlite":
             # As in claim (docs/decisions/0005): no rows come back inside the write
             # lock. When every update touched its row, the counts say all were still
             # ours (the usual case).
             refused = self._record(s, deliveries, now, counted=True)
-            if refused is not None:
-                return refused
-            s.rollback()  # a lease was lost meanwhile: find out which ones, below
-        return self._record(s, deliveries, now, counted=False) or []
+            if refused is None:
+                s.rollback()  # a lease was lost meanwhile: find out which ones, below
+        if refused is None:
+            refused = self._record(s, deliveries, now, counted=False) or []
+        # a bounce notice can be stored before its send is recorded: it applies now
+        lost = set(refused)
+        apply_held(s, [
+            d.claim.id for d in deliveries
+            if d.outcome is Outcome.SENT and not d.release and d.claim.id not in lost
+        ])  # fmt: skip
+        return refused
 
     def _record(
         self, s: Session, deliveries: Sequence[Delivery], now: datetime, *, counted: bool
