@@ -206,3 +206,47 @@ def test_the_proxy_setting_is_checked(app_factory: Any) -> None:
     with pytest.raises(ConfigurationError, match="POSTROOM_PROXY: unknown proxy type"):
         app_factory("sqlite", proxy="gopher://x:70")
     assert "pw" not in repr(ProxySpec("http", "h", 1, "u", "pw"))
+
+
+@pytest.mark.parametrize("kind", ["socks", "http"])
+def test_oauth2_token_calls_through_the_proxy(
+    proxies: proxy_harness.Proxies, harness_certs: Any, kind: str
+) -> None:
+    """HTTPS to a token endpoint through the tunnel; the certificate is checked against the
+    endpoint's name (localhost), which the proxy resolves."""
+    import ssl
+
+    from postroom.oauth2.http import EndpointUnreachable, post_form
+    from tests.harness.oauth2server import LocalAuthServer
+
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(harness_certs.valid.cert, harness_certs.valid.key)
+    server = LocalAuthServer(url_host="localhost", ssl_context=context).start()
+    proxy = socks(proxies) if kind == "socks" else http(proxies)
+    try:
+        status, body = asyncio.run(
+            post_form(
+                f"{server.url}/token",
+                {"grant_type": "client_credentials", "client_id": "nobody"},
+                policy=policy_with(proxy),
+                ssl_context=harness_certs.client_context(),
+                timeout=5,
+            )
+        )
+        assert status in (400, 401) and b"invalid_client" in body
+        assert server.token_calls  # the endpoint was reached
+        if kind == "http":
+            assert f"CONNECT localhost:{server.port}" in proxies.logs["http"].read_text()
+        # the certificate is verified through the tunnel: without the test CA it fails
+        with pytest.raises(EndpointUnreachable, match="TLS"):
+            asyncio.run(
+                post_form(
+                    f"{server.url}/token",
+                    {"grant_type": "client_credentials"},
+                    policy=policy_with(proxy),
+                    ssl_context=ssl.create_default_context(),
+                    timeout=5,
+                )
+            )
+    finally:
+        server.stop()
