@@ -27,7 +27,7 @@ from postroom.addresses import check_addr_spec, check_single_line
 from postroom.admin_sessions import end_sessions_of
 from postroom.audit import record
 from postroom.db.tables import Admin, ApiKey, Base, Profile, utcnow
-from postroom.errors import FieldError, NotFound, ValidationError
+from postroom.errors import Conflict, FieldError, NotFound, ValidationError
 from postroom.profiles.service import name_key
 from postroom.senders import SenderScope
 
@@ -94,6 +94,7 @@ class AdminRead(BaseModel):
     role: AdminRole
     email: str | None
     created_at: datetime
+    disabled_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -221,7 +222,7 @@ class Accounts:
                 self._hasher.verify(stored, password)
             except (VerificationError, InvalidHashError):
                 return None
-            if row is None:
+            if row is None or row.disabled_at is not None:
                 return None
             return Principal(name=row.username, role=row.role, kind="web")
 
@@ -258,6 +259,68 @@ class Accounts:
             self._replace_password(s, row, password)
             record(s, actor=actor, action="set_password", target_type="admin", target=row.username)
             s.commit()
+
+    def list_admins(self) -> list[AdminRead]:
+        """Every account, by username (never a password hash)."""
+        with self._sessions() as s:
+            rows = s.scalars(select(Admin).order_by(Admin.username_key))
+            return [AdminRead.model_validate(r, from_attributes=True) for r in rows]
+
+    def set_role(self, username: str, role: str, /, *, actor: str = "system") -> AdminRead:
+        """Make an account an admin or a viewer (it applies to its open sessions at once).
+
+        Raises ValidationError for an unknown role, NotFound, and Conflict when it would
+        leave no enabled admin account.
+        """
+        if role not in AdminRole.__members__.values():
+            raise ValidationError(FieldError("role", "must be 'admin' or 'viewer'"))
+        with self._sessions() as s:
+            row = self._admin(s, username)
+            if row.role != role:
+                if row.role == AdminRole.ADMIN and row.disabled_at is None:
+                    self._keep_an_admin(s, row, "make it a viewer")
+                old, row.role = row.role, role
+                record(s, actor=actor, action="update", target_type="admin", target=row.username,
+                       details={"changes": {"role": [old, role]}})  # fmt: skip
+                s.commit()
+            return AdminRead.model_validate(row, from_attributes=True)
+
+    def set_disabled(self, username: str, disabled: bool, /, *, actor: str = "system") -> AdminRead:
+        """Disable an account (its sessions and reset links end at once; it cannot sign in
+        or ask for a reset link) or enable it again. Raises NotFound, and Conflict when
+        disabling would leave no enabled admin account."""
+        with self._sessions() as s:
+            row = self._admin(s, username)
+            if disabled and row.disabled_at is None:
+                if row.role == AdminRole.ADMIN:
+                    self._keep_an_admin(s, row, "disable it")
+                row.disabled_at = utcnow()
+                end_sessions_of(s, row.id)
+                s.execute(
+                    update(PasswordReset)
+                    .where(PasswordReset.admin_id == row.id, PasswordReset.used_at.is_(None))
+                    .values(used_at=utcnow())
+                )
+                record(s, actor=actor, action="disable", target_type="admin", target=row.username)
+                s.commit()
+            elif not disabled and row.disabled_at is not None:
+                row.disabled_at = None
+                record(s, actor=actor, action="enable", target_type="admin", target=row.username)
+                s.commit()
+            return AdminRead.model_validate(row, from_attributes=True)
+
+    @staticmethod
+    def _keep_an_admin(s: Session, row: Admin, what: str) -> None:
+        others = s.scalar(
+            select(func.count(Admin.id)).where(
+                Admin.id != row.id, Admin.role == AdminRole.ADMIN, Admin.disabled_at.is_(None)
+            )
+        )
+        if not others:
+            raise Conflict(
+                f"'{row.username}' is the only enabled admin: make another account an admin "
+                f"before you {what}."
+            )
 
     @staticmethod
     def _admin(s: Session, username: str) -> Admin:
@@ -302,7 +365,7 @@ class Accounts:
             row = s.scalar(select(Admin).where(Admin.username_key == name_key(login)))
             if row is None and "@" in login:
                 row = s.scalar(select(Admin).where(func.lower(Admin.email) == login.lower()))
-            if row is None:
+            if row is None or row.disabled_at is not None:
                 return None
             if not row.email:
                 record(s, actor="web:password-reset", action="request_password_reset",
@@ -353,8 +416,10 @@ class Accounts:
         if link is None or link.used_at is not None or link.expires_at <= utcnow():
             return None
         admin = s.get(Admin, link.admin_id)
-        if admin is None or not hmac.compare_digest(
-            link.password_fp, _fingerprint(admin.password_hash)
+        if (
+            admin is None
+            or admin.disabled_at is not None
+            or not hmac.compare_digest(link.password_fp, _fingerprint(admin.password_hash))
         ):
             return None
         return link, admin

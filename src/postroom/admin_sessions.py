@@ -58,7 +58,11 @@ class AdminSessions:
         """
         now = utcnow()
         with self._sessions() as s:
-            admin_id = s.scalar(select(Admin.id).where(Admin.username_key == name_key(username)))
+            admin_id = s.scalar(
+                select(Admin.id).where(
+                    Admin.username_key == name_key(username), Admin.disabled_at.is_(None)
+                )
+            )
             if admin_id is None:
                 return False
             s.execute(
@@ -80,7 +84,11 @@ class AdminSessions:
             row = s.execute(
                 select(Admin.username, Admin.role)
                 .join(AdminSession, AdminSession.admin_id == Admin.id)
-                .where(AdminSession.id_hash == _hash(sid), AdminSession.expires_at > utcnow())
+                .where(
+                    AdminSession.id_hash == _hash(sid),
+                    AdminSession.expires_at > utcnow(),
+                    Admin.disabled_at.is_(None),
+                )
             ).first()
             return (row[0], row[1]) if row is not None else None
 

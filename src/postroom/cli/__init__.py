@@ -212,6 +212,75 @@ def admin_create(
     typer.echo(f"Created {role} '{username}'.")
 
 
+@admin_app.command("list")
+@handle_errors
+def admin_list(as_json: JsonOpt = False) -> None:
+    """List web UI accounts (never a password)."""
+    with opened() as app:
+        admins = app.accounts.list_admins()
+    if as_json:
+        print_json(admins)
+        return
+    rows = [
+        [
+            a.username,
+            a.role,
+            a.email or "-",
+            f"{a.created_at:%Y-%m-%d}",
+            "disabled" if a.disabled_at else "enabled",
+        ]
+        for a in admins
+    ]
+    typer.echo(
+        table(rows, ["username", "role", "email", "created", "state"])
+        if rows
+        else "No admin accounts."
+    )
+
+
+@admin_app.command("disable")
+@handle_errors
+def admin_disable(
+    username: str,
+    enable: Annotated[bool, typer.Option("--enable", help="Enable the account again.")] = False,
+) -> None:
+    """Disable an account: its sessions end at once and it cannot sign in (--enable undoes
+    it). The last enabled admin cannot be disabled (exit 1)."""
+    with opened() as app:
+        app.accounts.set_disabled(username, not enable, actor=CLI_ACTOR)
+    typer.echo(f"{'Enabled' if enable else 'Disabled'} '{username}'.")
+
+
+@admin_app.command("set-role")
+@handle_errors
+def admin_set_role(
+    username: str, role: Annotated[str, typer.Argument(help="admin | viewer")]
+) -> None:
+    """Make an account an admin or a viewer (its open sessions follow at once). The last
+    enabled admin cannot become a viewer (exit 1)."""
+    with opened() as app:
+        app.accounts.set_role(username, role, actor=CLI_ACTOR)
+    typer.echo(f"'{username}' is now {role}.")
+
+
+@admin_app.command("reset-password")
+@handle_errors
+def admin_reset_password(
+    username: str,
+    password_stdin: Annotated[bool, typer.Option("--password-stdin")] = False,
+    password_env: Annotated[str | None, typer.Option("--password-env", metavar="VAR")] = None,
+) -> None:
+    """Set a new password for an account; every session of it ends, its reset links die."""
+    password = read_secret(
+        stdin=password_stdin, env=password_env, prompt="New password", field="password"
+    )
+    if not password:
+        bad_input("password", "is required: use --password-stdin, --password-env or the prompt")
+    with opened() as app:
+        app.accounts.set_password(username, password, actor=CLI_ACTOR)
+    typer.echo(f"Password of '{username}' replaced; its sessions are signed out.")
+
+
 @apikey_app.command("create")
 @handle_errors
 def apikey_create(

@@ -154,6 +154,8 @@ class Admin(Base):
     role: Mapped[str] = mapped_column(String(20), default="admin")
     email: Mapped[str | None] = mapped_column(String(254), default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # a disabled account cannot sign in or reset its password; its sessions ended with it
+    disabled_at: Mapped[datetime | None] = mapped_column(default=None)
 
 
 def _status_is_any_of(states: tuple[str, ...]) -> str:
