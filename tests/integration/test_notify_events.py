@@ -223,3 +223,18 @@ def test_subscriptions_update_and_remove(app: Postroom) -> None:
     n.subscriptions.remove(sub.id)
     with pytest.raises(NotFound):
         n.subscriptions.get(sub.id)
+
+
+def test_a_subscription_names_every_problem_at_once(app: Postroom) -> None:
+    subs = app.notifications.subscriptions
+    with pytest.raises(ValidationError) as exc:
+        subs.add({"event": "no good!", "address": "not an address", "template": "nope"})
+    fields = {e.field for e in exc.value.errors}
+    assert fields == {"event", "address", "template"}, exc.value.errors
+    # a missing default template is named with the other problems too
+    with pytest.raises(ValidationError) as exc:
+        subs.add({"event": "custom.thing", "address": "not an address"})
+    assert {e.field for e in exc.value.errors} == {"address", "template"}
+    # alone, an unknown template is still "not found"
+    with pytest.raises(NotFound):
+        subs.add({"event": "run.failed", "address": "a@x.test", "template": "nope"})

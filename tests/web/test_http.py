@@ -196,3 +196,14 @@ def test_last_test_badge_turns_stale_when_tested_settings_change(
     pr.profiles.record_test("Stale check", LastTest(at=datetime.now(UTC), ok=True, kind="smtp"))
     pr.profiles.update("Stale check", {"sender": {"from_address": "other@example.com"}})
     assert pr.profiles.get("Stale check").last_test.stale is True  # type: ignore[union-attr]
+
+
+def test_bind_form_names_a_bad_process_and_a_missing_profile_together(admin: TestClient) -> None:
+    token = _csrf(admin.get("/settings/email/processes").text)
+    response = admin.post(
+        "/settings/email/processes/bind",
+        data={"csrf_token": token, "process": "", "profile": ""},
+    )
+    assert response.status_code == 422
+    assert "must not be empty" in response.text
+    assert "choose one of the profiles" in response.text

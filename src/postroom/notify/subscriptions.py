@@ -59,9 +59,14 @@ class Subscriptions:
     # -- CRUD -------------------------------------------------------------------------------
 
     def _spec(self, data: SubscriptionSpec | dict[str, Any]) -> SubscriptionSpec:
-        spec = (
-            data if isinstance(data, SubscriptionSpec) else validate_model(SubscriptionSpec, data)
-        )
+        if isinstance(data, SubscriptionSpec):
+            spec = data
+        else:
+            try:
+                spec = validate_model(SubscriptionSpec, data)
+            except ValidationError as exc:
+                # name the template's problem in the same round as the fields' problems
+                raise ValidationError(exc.errors + self._template_problems(data, exc)) from None
         if spec.template is None:
             spec.template = default_template(spec.event, digest=spec.schedule is not None)
             if spec.template is None:
@@ -70,6 +75,27 @@ class Subscriptions:
                 )
         self._templates.get(spec.template)  # NotFound names the template
         return spec
+
+    def _template_problems(self, data: dict[str, Any], exc: ValidationError) -> list[FieldError]:
+        """What is wrong with the template of raw ``data`` whose other fields failed."""
+        failed = {e.field for e in exc.errors}
+        if "template" in failed:
+            return []
+        template = data.get("template")
+        if not template:
+            event = data.get("event")
+            if "event" in failed or not isinstance(event, str):
+                return []
+            if default_template(event, digest=bool(data.get("schedule"))) is None:
+                return [
+                    FieldError("template", "is required for events other than run.* and alert.*")
+                ]
+            return []
+        try:
+            self._templates.get(str(template))
+        except NotFound as missing:
+            return [FieldError("template", missing.message)]
+        return []
 
     def add(
         self, spec: SubscriptionSpec | dict[str, Any], /, *, actor: str = "python"

@@ -96,7 +96,18 @@ class Bindings:
 
     def bind(self, process: str, profile: str, /, *, actor: str = "system") -> BindingRead:
         """Bind ``process`` to ``profile`` (replacing an earlier binding)."""
-        process = _check_process(process)
+        try:
+            process = _check_process(process)
+        except ValidationError as exc:
+            # a bad name and an unknown profile are named together, not one round apart
+            with self._sessions() as s:
+                try:
+                    self._profile(s, profile)
+                except NotFound as missing:
+                    raise ValidationError(
+                        [*exc.errors, FieldError("profile", missing.message)]
+                    ) from None
+            raise
         with self._sessions() as s:
             row = self._profile(s, profile)
             binding = s.scalar(select(Binding).where(Binding.process_key == name_key(process)))

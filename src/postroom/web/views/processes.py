@@ -72,11 +72,11 @@ def bind(request: Request, web: WebDep, user: UserDep, form: EditorForm) -> Resp
     process = form.get("process", "")
     profile = form.get("profile", "")
     try:
-        if not profile:
-            raise NotFound("no profile chosen")
         binding = web.pr.bind(process, profile, actor=user.actor)
     except ValidationError as exc:
         errors = {"bind_" + e.field: e.message for e in exc.errors}
+        if "bind_profile" in errors:
+            errors["bind_profile"] = "choose one of the profiles"
         return _page(
             request,
             web,
