@@ -23,6 +23,7 @@ from sqlalchemy import Select, Table, delete, exists, func, insert, select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from postroom.audit import record
 from postroom.db.tables import (
     ATTENTION_CONDITION,
     ATTENTION_STATES,
@@ -33,7 +34,7 @@ from postroom.db.tables import (
     Profile,
     utcnow,
 )
-from postroom.errors import Conflict, NotFound
+from postroom.errors import Conflict, FieldError, NotFound, ValidationError
 from postroom.inbound.outbox_bounces import apply_held
 from postroom.oauth2.tables import OAuth2Pause
 from postroom.outbox.policy import GiveUp, RetryPolicy, next_attempt
@@ -44,6 +45,7 @@ from postroom.outbox.schemas import (
     OutboxStatus,
     OutboxSummary,
 )
+from postroom.outbox.search import describe, matches, search_term
 from postroom.smtp.replies import Outcome
 
 __all__ = ["Claim", "Delivery", "Enqueue", "OutboxQueue", "stage"]
@@ -80,6 +82,44 @@ WHERE m.profile_id = p.id AND p.enabled = 1 AND m.status = 'sending' AND m.lease
 ORDER BY m.lease_until LIMIT ?
 """
 _ATTENTION = text(ATTENTION_CONDITION)
+#: the states a message can be retried from
+RETRY_FROM = (
+    OutboxStatus.FAILED.value, OutboxStatus.CANCELLED.value,
+    OutboxStatus.BOUNCED.value, OutboxStatus.RETRYING.value,
+)  # fmt: skip
+#: the most one bulk retry or cancel acts on (run it again for more)
+BULK_MAX = 100_000
+
+
+def _filters(
+    *,
+    status: str | None,
+    profile: str | None,
+    process: str | None,
+    since: datetime | None,
+    until: datetime | None,
+    owner: int | None,
+    statuses: Sequence[str] | None,
+) -> builtins.list[Any]:
+    conditions: builtins.list[Any] = []
+    if status:
+        conditions.append(_M.status == status)
+        if status in ATTENTION_STATES:
+            conditions.append(_ATTENTION)  # lets the planner take the small partial index
+    elif statuses:
+        conditions.append(_M.status.in_(statuses))
+    if profile:
+        conditions.append(func.lower(_M.profile_name) == profile.strip().lower())
+    if process:
+        conditions.append(func.lower(_M.process) == process.strip().lower())
+    if since:
+        conditions.append(_M.created_at >= since)
+    if until:
+        conditions.append(_M.created_at < until)
+    if owner is not None:
+        conditions.append(_M.created_by == owner)
+        conditions.append(_M.created_by.is_not(None))  # partial index
+    return conditions
 
 
 @dataclass(slots=True)
@@ -806,30 +846,79 @@ class OutboxQueue:
         until: datetime | None = None,
         limit: int = 100,
         owner: int | None = None,
+        search: str | None = None,
+        statuses: Sequence[str] | None = None,
     ) -> Select[OutboxMessage]:
-        """The messages with ``status``, of ``profile`` or ``process``, created in
-        [``since``, ``until``) (by the API key ``owner``), newest first, at most ``limit``
+        """The messages with ``status`` (or one of ``statuses``), of ``profile`` or
+        ``process``, created in [``since``, ``until``) (by the API key ``owner``), matching
+        ``search`` (see :mod:`postroom.outbox.search`), newest first, at most ``limit``
         (1 to 10,000)."""
-        q = (
+        conditions = _filters(
+            status=status, profile=profile, process=process, since=since, until=until,
+            owner=owner, statuses=statuses,
+        )  # fmt: skip
+        term = search_term(search, field="search")
+        if term is not None:
+            conditions.append(matches(term, list(conditions)))
+        return (
             select(OutboxMessage)
+            .where(*conditions)
             .order_by(OutboxMessage.id.desc())
             .limit(max(1, min(limit, 10_000)))
         )
-        if status:
-            q = q.where(OutboxMessage.status == status)
-            if status in ATTENTION_STATES:
-                q = q.where(_ATTENTION)  # lets the planner take the small partial index
-        if profile:
-            q = q.where(func.lower(OutboxMessage.profile_name) == profile.strip().lower())
-        if process:
-            q = q.where(func.lower(OutboxMessage.process) == process.strip().lower())
-        if since:
-            q = q.where(OutboxMessage.created_at >= since)
-        if until:
-            q = q.where(OutboxMessage.created_at < until)
-        if owner is not None:
-            q = q.where(_M.created_by == owner, _M.created_by.is_not(None))  # partial index
-        return q
+
+    def bulk_count(self, action: str, **filters: Any) -> int:
+        """How many messages :meth:`bulk` would act on now."""
+        query = self._bulk_query(action, filters, BULK_MAX)
+        with self._sessions() as s:
+            return int(s.scalar(select(func.count()).select_from(query.subquery())) or 0)
+
+    def bulk(self, action: str, *, actor: str, **filters: Any) -> int:
+        """Retry (``action="retry"``) or cancel every message the filters match that can
+        be, at most :data:`BULK_MAX`, in one transaction with one audit entry naming the
+        filters and the count. Returns the count."""
+        query = self._bulk_query(action, filters, BULK_MAX).with_only_columns(_M.id)
+        now = utcnow()
+        values: dict[str, Any] = (
+            {
+                "status": OutboxStatus.QUEUED.value,
+                "due_at": now,
+                "deadline_at": now + DEFAULT_DEADLINE,
+            }
+            if action == "retry"
+            else {"status": OutboxStatus.CANCELLED.value}
+        )
+        allowed = RETRY_FROM if action == "retry" else DUE_STATES
+        with self._sessions() as s:
+            ids = list(s.scalars(query))
+            count = 0
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                result = s.execute(
+                    update(_MESSAGES)
+                    .where(_M.id.in_(chunk), _M.status.in_(allowed))
+                    .values(**values)
+                )
+                count += int(result.rowcount)  # type: ignore[attr-defined]
+            record(
+                s, actor=actor, action=f"bulk_{action}", target_type="outbox",
+                target=f"{count} message(s)",
+                details={"filter": describe(filters), "count": count},
+            )  # fmt: skip
+            s.commit()
+        return count
+
+    def _bulk_query(self, action: str, filters: dict[str, Any], limit: int) -> Select[Any]:
+        if action not in ("retry", "cancel"):
+            raise ValidationError(FieldError("action", "must be retry or cancel"))
+        allowed = RETRY_FROM if action == "retry" else DUE_STATES
+        status = filters.get("status")
+        if status and status not in allowed:
+            verb = "retried" if action == "retry" else "cancelled"
+            raise ValidationError(
+                FieldError("status", f"only {', '.join(allowed)} messages can be {verb}")
+            )
+        return self.list_query(**{**filters, "limit": limit}, statuses=None if status else allowed)
 
     def counts(self) -> dict[str, int]:
         with self._sessions() as s:
@@ -874,10 +963,7 @@ class OutboxQueue:
             row = s.get(OutboxMessage, id)
             if row is None:
                 raise NotFound(f"No outbox message with id {id}.")
-            if row.status not in (
-                OutboxStatus.FAILED.value, OutboxStatus.CANCELLED.value,
-                OutboxStatus.RETRYING.value, OutboxStatus.BOUNCED.value,
-            ):  # fmt: skip
+            if row.status not in RETRY_FROM:
                 raise Conflict(
                     f"Message {id} is {row.status}; only failed, cancelled, bounced or retrying messages can be retried."
                 )

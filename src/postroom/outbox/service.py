@@ -192,6 +192,15 @@ class Outbox:
     def retry(self, id: int, /) -> OutboxSummary:
         return self.queue.retry(id)
 
+    def bulk_count(self, action: str, **filters: Any) -> int:
+        """How many messages a bulk ``action`` ("retry" or "cancel") with these filters
+        (those of :meth:`list`, ``search`` included) would act on now."""
+        return self.queue.bulk_count(action, **filters)
+
+    def bulk(self, action: str, *, actor: str, **filters: Any) -> int:
+        """Retry or cancel every matching message that can be; audited once. The count."""
+        return self.queue.bulk(action, actor=actor, **filters)
+
     def cancel(self, id: int, /) -> OutboxSummary:
         return self.queue.cancel(id)
 

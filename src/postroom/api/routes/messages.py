@@ -4,17 +4,19 @@ within its key's processes and profiles, and reads only the messages it queued."
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Response
-from pydantic import BaseModel
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from postroom.api.deps import JsonObject, PostroomDep, PrincipalDep, require_admin
 from postroom.api.errors import ERROR_RESPONSES, error_responses
 from postroom.api.openapi import json_body
 from postroom.errors import FieldError, ValidationError
 from postroom.outbox.schemas import OutboxRead, OutboxStatus, OutboxSummary
+from postroom.outbox.search import TERM_MAX
 from postroom.outbox.service import SendRequest
+from postroom.validation import validate_model
 
 __all__ = ["router"]
 
@@ -93,12 +95,75 @@ def list_messages(
     since: Annotated[datetime | None, Query()] = None,
     until: Annotated[datetime | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    q: Annotated[
+        str | None,
+        Query(
+            max_length=TERM_MAX,
+            description="Search recipient, subject, Message-ID (substring, any case) and id",
+        ),
+    ] = None,
 ) -> list[OutboxSummary]:
     # a sender key lists only the messages it queued
-    return postroom.outbox.list(
-        status=status.value if status else None, profile=profile, process=process,
-        since=since, until=until, limit=limit, owner=principal.scope.owner,
-    )  # fmt: skip
+    try:
+        return postroom.outbox.list(
+            status=status.value if status else None, profile=profile, process=process,
+            since=since, until=until, limit=limit, owner=principal.scope.owner, search=q,
+        )  # fmt: skip
+    except ValidationError as exc:  # the search term, named as the query parameter
+        raise ValidationError(
+            [FieldError("q" if e.field == "search" else e.field, e.message) for e in exc.errors]
+        ) from None
+
+
+class BulkRequest(BaseModel):
+    """Which messages to act on: the filters of ``GET /messages``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    action: Literal["retry", "cancel"]
+    status: OutboxStatus | None = None
+    profile: str | None = Field(default=None, max_length=100)
+    process: str | None = Field(default=None, max_length=200)
+    since: AwareDatetime | None = None
+    until: AwareDatetime | None = None
+    q: str | None = Field(default=None, max_length=TERM_MAX)
+    dry_run: bool = False
+
+
+class BulkResult(BaseModel):
+    action: str
+    count: int
+    dry_run: bool
+
+
+@router.post(
+    "/bulk",
+    response_model=BulkResult,
+    summary="Retry or cancel every message matching the filters (dry_run: only count them)",
+    openapi_extra=json_body(
+        "BulkAction",
+        'action ("retry" or "cancel"); filters status, profile, process, since, until, q; '
+        "dry_run (count without acting). A sender key acts only on the messages it queued.",
+    ),
+)
+def bulk(postroom: PostroomDep, principal: PrincipalDep, body: JsonObject) -> BulkResult:
+    """One audit entry records the filters and the count."""
+    req = validate_model(BulkRequest, body)
+    filters: dict[str, Any] = {
+        "status": req.status.value if req.status else None, "profile": req.profile,
+        "process": req.process, "since": req.since, "until": req.until, "search": req.q,
+        "owner": principal.scope.owner,
+    }  # fmt: skip
+    try:
+        if req.dry_run:
+            count = postroom.outbox.bulk_count(req.action, **filters)
+        else:
+            count = postroom.outbox.bulk(req.action, actor=principal.actor, **filters)
+    except ValidationError as exc:
+        raise ValidationError(
+            [FieldError("q" if e.field == "search" else e.field, e.message) for e in exc.errors]
+        ) from None
+    return BulkResult(action=req.action, count=count, dry_run=req.dry_run)
 
 
 @router.get(
