@@ -144,7 +144,9 @@ class Postroom:
             public_url=settings.public_url, policy=self.policy, webhook_policy=hooks_policy,
             limits=self.send_limits,
         )  # fmt: skip
-        self.inbound = Inbound(sessions, box, self.policy)
+        self.inbound = Inbound(
+            sessions, box, self.policy, retention_days=settings.inbound_retention_days
+        )
         # a reply whose first word is a choice decides an actionable email
         self.inbound.subscribe(None, self._decide_by_reply, name="actions.decide_by_reply")
 

@@ -37,6 +37,9 @@ class Settings(BaseSettings):
     #: days a sent, failed, bounced or cancelled message is kept (with its body and
     #: attempts) before workers delete it; 0 keeps everything
     outbox_retention_days: int = Field(default=30, ge=0, le=3650)
+    #: days a received message whose subscribers all succeeded (or a quarantined one) is
+    #: kept, with its attachments, before serve / inbound run delete it; 0 keeps everything
+    inbound_retention_days: int = Field(default=30, ge=0, le=3650)
     #: limits on what callers send (docs/security.md, "Limits on what callers send"):
     #: request bodies (fits one message at the 25 MiB limit once base64-encoded), …
     max_request_bytes: int = Field(default=36 * 2**20, ge=1024, le=2**31)

@@ -1,10 +1,12 @@
-"""`postroom inbound …`: run the IMAP sync, see its health, manage webhook subscriptions."""
+"""`postroom inbound …`: run the IMAP sync, see its health, manage webhook subscriptions,
+delete old messages."""
 
 from __future__ import annotations
 
 import asyncio
 import signal
-from datetime import datetime
+import sys
+from datetime import datetime, timedelta
 from typing import Annotated
 
 import typer
@@ -205,3 +207,54 @@ def webhook_remove(name: Annotated[str, typer.Argument(help="Name or id.")]) -> 
     with opened() as app:
         service(app).webhooks.remove(name)
     typer.echo(f"Removed webhook '{name}'.")
+
+
+@inbound_app.command("purge")
+@handle_errors
+def purge(
+    older_than: Annotated[
+        int | None,
+        typer.Option(
+            "--older-than",
+            help="Days; default POSTROOM_INBOUND_RETENTION_DAYS (30). "
+            "serve and inbound run also do this hourly.",
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Only count what would be deleted.")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Delete received messages (with their attachments) older than N days whose
+    subscribers all succeeded, and quarantined ones; pending and failed ones are kept."""
+    with opened() as app:
+        days = app.settings.inbound_retention_days if older_than is None else older_than
+        if days < 1 or days > 3650:
+            bad_input("older-than", "must be between 1 and 3650 days")
+        before = utcnow() - timedelta(days=days)
+        retention = service(app).retention
+        expected = retention.count(before=before)
+        if dry_run:
+            count = expected
+        else:
+            # progress only for a person watching: a pipe or a log gets the final line alone
+            live = sys.stderr.isatty() and not as_json and expected > 0
+
+            def progress(done: int) -> None:
+                typer.echo(f"\rdeleted {done} of about {expected} …", nl=False, err=True)
+
+            count = retention.purge(before=before, progress=progress if live else None)
+            if live:
+                typer.echo("", err=True)
+    if as_json:
+        print_json(
+            {"deleted": 0 if dry_run else count, "would_delete": count if dry_run else None,
+             "dry_run": dry_run, "older_than_days": days, "before": before.isoformat()}
+        )  # fmt: skip
+        return
+    verb = "Would delete" if dry_run else "Deleted"
+    typer.echo(
+        f"{verb} {count} received message(s) from before {before:%Y-%m-%d %H:%M} UTC "
+        "(with their attachments). Messages waiting for subscribers, or whose subscribers "
+        "failed, are kept."
+    )

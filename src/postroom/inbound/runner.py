@@ -15,19 +15,22 @@ import os
 import socket
 import uuid
 from dataclasses import dataclass
+from datetime import timedelta
 
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
-from postroom.db.tables import Profile
+from postroom.db.tables import Profile, utcnow
 from postroom.inbound.listener import MailboxListener
 from postroom.inbound.parsing import ParserUnavailable
+from postroom.inbound.retention import InboundRetention
 from postroom.inbound.sync import SyncServices
 
 __all__ = ["InboundRunner"]
 
 log = logging.getLogger("postroom.inbound")
 _STOP_GRACE_S = 10.0
+_PURGE_EVERY_S = 3600.0
 
 
 @dataclass
@@ -40,8 +43,17 @@ class _Running:
 class InboundRunner:
     """``await run()`` until :meth:`stop`; ``name`` identifies this process in leases."""
 
-    def __init__(self, services: SyncServices, *, name: str | None = None) -> None:
+    def __init__(
+        self,
+        services: SyncServices,
+        *,
+        name: str | None = None,
+        retention: InboundRetention | None = None,
+        retention_days: int = 0,
+    ) -> None:
         self.s = services
+        self._retention = retention
+        self._retention_days = retention_days
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self._stop = asyncio.Event()
         self._running: dict[int, _Running] = {}
@@ -57,6 +69,7 @@ class InboundRunner:
     async def run(self) -> None:
         # the parser process starts while the listeners sign in, not with the first message
         warming = asyncio.create_task(asyncio.to_thread(self._start_parser))
+        purging = asyncio.create_task(self._purge_periodically())
         try:
             while not self._stop.is_set():
                 try:
@@ -69,8 +82,26 @@ class InboundRunner:
                     await asyncio.wait_for(self._stop.wait(), self.s.config.rescan_s)
         finally:
             await asyncio.gather(*(self._end(pid) for pid in list(self._running)))
+            await purging  # it ends with the stop: a purge in hand finishes its chunk first
             await warming
             await asyncio.to_thread(self.s.parser.close)
+
+    async def _purge_periodically(self) -> None:
+        """Retention: every hour, delete messages done with for ``retention_days``."""
+        if self._retention is None or not self._retention_days:
+            return
+        while not self._stop.is_set():
+            before = utcnow() - timedelta(days=self._retention_days)
+            try:
+                count = await asyncio.to_thread(self._retention.purge, before=before)
+            except SQLAlchemyError as exc:
+                log.warning("inbound retention: database unavailable (%s)", type(exc).__name__)
+            else:
+                if count:
+                    log.info("inbound retention: deleted %d message(s) received before %s",
+                             count, before)  # fmt: skip
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), _PURGE_EVERY_S)
 
     def _start_parser(self) -> None:
         try:

@@ -23,6 +23,7 @@ from postroom.hmac_keys import HmacKeys
 from postroom.inbound.health import read_health
 from postroom.inbound.mailboxes import Mailboxes
 from postroom.inbound.parsing import MessageParser
+from postroom.inbound.retention import InboundRetention
 from postroom.inbound.runner import InboundRunner
 from postroom.inbound.schemas import (
     AttachmentInfo,
@@ -59,8 +60,12 @@ class Inbound:
         policy: NetPolicy,
         *,
         config: InboundConfig | None = None,
+        retention_days: int = 0,
     ) -> None:
         self.config = config or InboundConfig()
+        #: runners delete messages done with for this many days (0: never); see retention.py
+        self.retention_days = retention_days
+        self.retention = InboundRetention(sessions)
         self._sessions = sessions
         self._policy = policy
         self.callbacks = CallbackRegistry()
@@ -195,7 +200,12 @@ class Inbound:
         ``app.inbound``, so they hand messages to the same subscribers (webhooks, and the
         callbacks :class:`~postroom.app.Postroom` registers, such as deciding actionable
         emails by reply)."""
-        return InboundRunner(self.services(config), name=name)
+        return InboundRunner(
+            self.services(config),
+            name=name,
+            retention=self.retention,
+            retention_days=self.retention_days,
+        )
 
 
 def _profile_id(s: Session, name: str) -> int:
