@@ -279,6 +279,12 @@ def test_rest_detect(detecting_app: Postroom) -> None:
         error = r.json()["error"]
         assert error["code"] == "validation_error"
         assert [e["field"] for e in error["errors"]] == ["address"]
+        # every problem named, nothing of the input echoed back
+        for bad in ("x@echo-me-not", "x@echo-me-not..com", "", "a" * 401 + "@x.com"):
+            r = client.get("/api/v1/profile-detection", params={"address": bad}, headers=admin)
+            assert r.status_code == 422, bad
+            assert r.json()["error"]["field"] == "address"
+            assert "echo-me-not" not in r.text and "aaaa" not in r.text
 
         r = client.get("/api/v1/profile-detection", params={"address": "x@mx.test"})
         assert r.status_code == 401

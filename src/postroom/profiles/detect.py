@@ -118,10 +118,10 @@ def parse_address(address: object) -> tuple[str, str, str]:
         try:
             ascii_domain = idna.encode(domain.rstrip(".").lower(), uts46=True).decode("ascii")
         except (idna.IDNAError, UnicodeError):
-            problem = f"'{domain[:100]}' is not a valid domain name."
+            problem = "The part after @ is not a valid domain name (like example.com)."
         else:
             if "." not in ascii_domain or len(ascii_domain) > 253:
-                problem = f"'{domain[:100]}' is not a full domain name (like example.com)."
+                problem = "The part after @ is not a full domain name (like example.com)."
     if problem is not None:
         raise ValidationError(FieldError("address", problem))
     return text, local, ascii_domain
