@@ -211,3 +211,19 @@ def test_set_default_marks_the_profile(admin: TestClient) -> None:
     assert response.json()["name"] == "QA alerts"
     assert response.json()["is_default"] is True
     assert_error(admin.post(path("profiles", "nope", "set-default")), 404, "not_found")
+
+
+def test_usage_counts_and_last_used_in_rest(admin: TestClient, app: Postroom) -> None:
+    from sqlalchemy import update
+
+    from postroom.db.tables import OutboxMessage
+
+    create(admin)
+    id = app.send({"to": ["bob@example.com"], "subject": "s", "text": "t"}, profile="QA alerts")
+    with app.sessions() as s:
+        s.execute(update(OutboxMessage).where(OutboxMessage.id == id).values(status="failed"))
+        s.commit()
+    got = admin.get(path("profiles", "QA alerts")).json()
+    assert got["usage"] == {"sent_7d": 0, "failed_7d": 1, "sent_30d": 0, "failed_30d": 1}
+    assert got["last_used_at"] is None
+    assert admin.get(PROFILES).json()[0]["usage"]["failed_30d"] == 1

@@ -60,8 +60,10 @@ def test_add_list_show_json(run) -> None:  # type: ignore[no-untyped-def]
     profiles = json.loads(r.output)
     assert [p["name"] for p in profiles] == ["QA alerts"]
     assert profiles[0]["smtp"]["password_set"] is True
+    assert profiles[0]["last_used_at"] is None and profiles[0]["usage"]["sent_7d"] == 0
     r = run("profile", "show", "qa alerts")
     assert "smtp.example.com:587" in r.output and "password=set" in r.output
+    assert "last used:      never" in r.output and "7 days: 0 sent, 0 failed" in r.output
     for out in (
         run("profile", "list").output,
         run("profile", "show", "QA alerts", "--json").output,

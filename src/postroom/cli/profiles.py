@@ -115,6 +115,15 @@ def _print_profile(p: ProfileRead) -> None:
         if p.last_test.stale:
             result += " — settings changed since, test again"
         lines.append(f"  last test:      {p.last_test.at:%Y-%m-%d %H:%M:%S} UTC, {result}")
+    lines.append(
+        "  last used:      "
+        + (f"{p.last_used_at:%Y-%m-%d %H:%M:%S} UTC" if p.last_used_at else "never")
+    )
+    u = p.usage
+    lines.append(
+        f"  usage:          7 days: {u.sent_7d} sent, {u.failed_7d} failed; "
+        f"30 days: {u.sent_30d} sent, {u.failed_30d} failed"
+    )
     typer.echo("\n".join(lines))
     for w in p.warnings:
         err(f"warning: {w.field}: {w.message}")
@@ -152,11 +161,26 @@ def list_profiles(as_json: JsonOpt = False) -> None:
             + (" (outdated)" if p.last_test.stale else "")
             if p.last_test
             else "-",
+            f"{p.last_used_at:%Y-%m-%d %H:%M}" if p.last_used_at else "never",
+            f"{p.usage.sent_7d}/{p.usage.failed_7d}",
         ]
         for p in profiles
     ]
     typer.echo(
-        table(rows, ["name", "smtp", "security", "imap", "enabled", "processes", "last test"])
+        table(
+            rows,
+            [
+                "name",
+                "smtp",
+                "security",
+                "imap",
+                "enabled",
+                "processes",
+                "last test",
+                "last used",
+                "7d sent/failed",
+            ],
+        )  # fmt: skip
     )
     typer.echo("(* = system default)")
 

@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from itertools import chain
 from typing import Any
 
-from sqlalchemy import Select, Table, delete, exists, func, insert, select, text, update
+from sqlalchemy import Select, Table, delete, exists, func, insert, or_, select, text, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -59,7 +59,10 @@ _NOT_PAUSED = ~exists().where(OAuth2Pause.profile_id == OutboxMessage.profile_id
 _MESSAGES: Table = OutboxMessage.__table__  # type: ignore[assignment]
 _BODIES: Table = OutboxBody.__table__  # type: ignore[assignment]
 _ATTEMPTS: Table = OutboxAttempt.__table__  # type: ignore[assignment]
+_PROFILES: Table = Profile.__table__  # type: ignore[assignment]
 _M = _MESSAGES.c
+#: a profile's last_used_at is at most this much older than its last delivery
+LAST_USED_PRECISION = timedelta(minutes=1)
 _READY = text(READY_CONDITION)
 # The index holds every column this reads: a claim does not touch the messages. Profiles
 # that are disabled or paused (rare, few) are left out by id.
@@ -742,6 +745,8 @@ class OutboxQueue:
                 refused.append(d.claim.id)
         if attempts:
             _insert_attempts(s, attempts, now)
+        # attempts: the outcomes written, so a lost lease doesn't count as the profile's use
+        _mark_used(s, {d.claim.profile_id for d in attempts if d.outcome is Outcome.SENT}, now)
         return refused
 
     def _complete_one(self, s: Session, d: Delivery, now: datetime) -> bool:
@@ -1019,6 +1024,25 @@ def _insert_attempts(s: Session, deliveries: Sequence[Delivery], now: datetime) 
         for d in deliveries
     ]  # fmt: skip
     _insert_rows(conn, "outbox_attempts", _ATTEMPT_COLUMNS, rows)
+
+
+def _mark_used(s: Session, profile_ids: set[int], now: datetime) -> None:
+    """Write the profiles' ``last_used_at``: one statement per batch, not per message, and
+    only when the stored value is older than :data:`LAST_USED_PRECISION` — most batches of
+    a busy profile write nothing, so workers don't queue on the profile's row."""
+    if not profile_ids:
+        return
+    s.execute(
+        update(_PROFILES)
+        .where(
+            _PROFILES.c.id.in_(sorted(profile_ids)),
+            or_(
+                _PROFILES.c.last_used_at.is_(None),
+                _PROFILES.c.last_used_at < now - LAST_USED_PRECISION,
+            ),
+        )
+        .values(last_used_at=now)
+    )
 
 
 def _attempt_row(d: Delivery, now: datetime) -> dict[str, Any]:

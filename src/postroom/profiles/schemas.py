@@ -317,6 +317,16 @@ class FieldWarning(BaseModel):
     message: str
 
 
+class ProfileUsage(BaseModel):
+    """Messages this profile delivered (``sent``) or gave up on (``failed``: failed or
+    bounced), among those queued in the last 7 and 30 days still in the outbox."""
+
+    sent_7d: int = 0
+    failed_7d: int = 0
+    sent_30d: int = 0
+    failed_30d: int = 0
+
+
 class ProfileRead(BaseModel):
     """A profile as every surface shows it: no secret, only whether one is set."""
 
@@ -337,6 +347,7 @@ class ProfileRead(BaseModel):
     last_test: LastTest | None = None
     last_used_at: datetime | None = None
     secret_rotated_at: datetime | None = None
+    usage: ProfileUsage = ProfileUsage()
     warnings: list[FieldWarning] = []
 
 

@@ -10,16 +10,23 @@ import builtins
 import copy
 import hashlib
 import json
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import case, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.orm.exc import StaleDataError
 
 from postroom.audit import diff_fields, record
-from postroom.db.tables import Binding, OAuth2Config, Profile, SystemSetting, utcnow
+from postroom.db.tables import (
+    Binding,
+    OAuth2Config,
+    OutboxMessage,
+    Profile,
+    SystemSetting,
+    utcnow,
+)
 from postroom.errors import Conflict, FieldError, NotFound, StaleVersion, ValidationError
 from postroom.profiles.schemas import (
     MASKED_SECRET,
@@ -27,6 +34,7 @@ from postroom.profiles.schemas import (
     LastTest,
     ProfileRead,
     ProfileSpec,
+    ProfileUsage,
     parse_spec,
     warnings_for,
 )
@@ -35,6 +43,8 @@ from postroom.secrets import SecretBox
 __all__ = ["DEFAULT_PROFILE_KEY", "ProfileInUse", "ProfileService", "name_key"]
 
 DEFAULT_PROFILE_KEY = "default_profile_id"
+#: outbox states counted in a profile's usage: delivered, or given up on
+_COUNTED = ("sent", "failed", "bounced")
 _SIDES = ("smtp", "imap")
 #: What identifies the server a stored password was saved for.
 _DESTINATION = ("host", "port", "security", "username")
@@ -123,7 +133,36 @@ class ProfileService:
             stale = row.updated_at > result.at
         return result.model_copy(update={"stale": stale})
 
-    def _read(self, row: Profile, default_id: int | None) -> ProfileRead:
+    def _usage_counts(
+        self, s: Session, profile_ids: builtins.list[int] | None = None
+    ) -> dict[int, ProfileUsage]:
+        """Sent and failed counts per profile over 7 and 30 days: one grouped query."""
+        now = utcnow()
+        week, month = now - timedelta(days=7), now - timedelta(days=30)
+        m = OutboxMessage
+        query = (
+            select(
+                m.profile_id,
+                m.status,
+                func.count(),
+                func.sum(case((m.created_at >= week, 1), else_=0)),
+            )
+            .where(m.created_at >= month, m.status.in_(_COUNTED), m.profile_id.is_not(None))
+            .group_by(m.profile_id, m.status)
+        )
+        if profile_ids is not None:
+            query = query.where(m.profile_id.in_(profile_ids))
+        out: dict[int, ProfileUsage] = {}
+        for profile_id, status, in_month, in_week in s.execute(query):
+            usage = out.setdefault(profile_id, ProfileUsage())
+            kind = "sent" if status == "sent" else "failed"
+            setattr(usage, f"{kind}_30d", getattr(usage, f"{kind}_30d") + int(in_month))
+            setattr(usage, f"{kind}_7d", getattr(usage, f"{kind}_7d") + int(in_week or 0))
+        return out
+
+    def _read(
+        self, row: Profile, default_id: int | None, usage: ProfileUsage | None = None
+    ) -> ProfileRead:
         spec = copy.deepcopy(row.spec)
         spec["smtp"]["password_set"] = row.smtp_password is not None
         if spec.get("imap"):
@@ -139,20 +178,24 @@ class ProfileService:
             last_test=self._last_test(row),
             last_used_at=row.last_used_at,
             secret_rotated_at=row.secret_rotated_at,
+            usage=usage or ProfileUsage(),
             warnings=warnings_for(parsed),
         )
 
     def get(self, name: str, /) -> ProfileRead:
         """The profile named ``name``; raises NotFound."""
         with self._sessions() as s:
-            return self._read(self._row(s, name), self._default_id(s))
+            row = self._row(s, name)
+            usage = self._usage_counts(s, [row.id]).get(row.id)
+            return self._read(row, self._default_id(s), usage)
 
     def list(self) -> list[ProfileRead]:
         """Every profile, by name."""
         with self._sessions() as s:
             default_id = self._default_id(s)
+            usage = self._usage_counts(s)
             rows = s.scalars(select(Profile).order_by(func.lower(Profile.name)))
-            return [self._read(r, default_id) for r in rows]
+            return [self._read(r, default_id, usage.get(r.id)) for r in rows]
 
     def spec_with_secrets(self, name: str, /) -> ProfileSpec:
         """The full spec with passwords decrypted and references resolved (adapters only)."""

@@ -1,0 +1,91 @@
+"""A profile's lifecycle (issue 22): usage recorded by the worker, the first profile as the
+default, unused profiles found, dedicated-mailbox warnings — on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import update
+
+from postroom import Postroom
+from postroom.db.tables import OutboxMessage, utcnow
+from postroom.outbox.worker import Worker
+from tests.integration.smtp_fakes import raw_sink
+
+
+def sink_profile(app: Postroom, port: int, name: str = "sink", **extra: Any) -> None:
+    app.profiles.create(
+        {
+            "name": name,
+            "smtp": {"host": "127.0.0.1", "port": port, "security": "none", "auth": "none",
+                     "connect_timeout_s": 3, "send_timeout_s": 3},
+            "sender": {"from_address": "robot@postroom.test", "from_name": "Robot"},
+            **extra,
+        }
+    )  # fmt: skip
+
+
+def msg(**over: Any) -> dict[str, Any]:
+    return {"to": ["bob@postroom.test"], "subject": "Run finished", "text": "All green.", **over}
+
+
+def drain(app: Postroom) -> Worker:
+    w = Worker(app, poll_s=0.05)
+    asyncio.run(asyncio.wait_for(w.run(drain=True), 60))
+    return w
+
+
+def test_delivery_records_last_used_and_counts(app: Postroom) -> None:
+    with raw_sink() as sink:
+        sink_profile(app, sink.port)
+        sink_profile(app, sink.port, "idle")
+        before = utcnow()
+        for _ in range(5):
+            app.send(msg(), profile="sink")
+        assert drain(app).sent == 5
+    p = app.profiles.get("sink")
+    assert p.last_used_at is not None and p.last_used_at >= before - timedelta(seconds=1)
+    assert (p.usage.sent_7d, p.usage.sent_30d, p.usage.failed_7d) == (5, 5, 0)
+    idle = app.profiles.get("idle")
+    assert idle.last_used_at is None and idle.usage.sent_30d == 0
+    listed = {x.name: x for x in app.profiles.list()}
+    assert listed["sink"].usage.sent_7d == 5 and listed["sink"].last_used_at == p.last_used_at
+
+
+def test_counts_split_by_age_and_outcome(app: Postroom) -> None:
+    sink_profile(app, 1)
+    ids = [app.send(msg(), profile="sink") for _ in range(4)]
+    now = utcnow()
+    with app.sessions() as s:
+        # two sent this week, one failed 10 days ago, one sent 40 days ago (outside both)
+        for id, status, age in (
+            (ids[0], "sent", 1), (ids[1], "sent", 2), (ids[2], "failed", 10), (ids[3], "sent", 40),
+        ):  # fmt: skip
+            s.execute(
+                update(OutboxMessage)
+                .where(OutboxMessage.id == id)
+                .values(status=status, created_at=now - timedelta(days=age))
+            )
+        s.commit()
+    u = app.profiles.get("sink").usage
+    assert (u.sent_7d, u.failed_7d, u.sent_30d, u.failed_30d) == (2, 0, 2, 1)
+
+
+def test_failed_delivery_is_not_use(app: Postroom) -> None:
+    sink_profile(app, 1)  # nothing listens on port 1: the attempt fails, the profile is not used
+    id = app.send(msg(), profile="sink")
+    w = Worker(app, poll_s=0.05)
+
+    async def one_cycle() -> None:
+        task = asyncio.create_task(w.run())
+        for _ in range(200):
+            await asyncio.sleep(0.05)
+            if app.outbox.get(id).attempts:
+                break
+        w.stop()
+        await asyncio.wait_for(task, 30)
+
+    asyncio.run(one_cycle())
+    assert app.profiles.get("sink").last_used_at is None
