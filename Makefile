@@ -2,15 +2,22 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed
+# two stamps: `make run` installs only what running needs; the test and lint tools come
+# with `make test` / `make check` (the dev extra)
+STAMP     := $(VENV)/.installed
+DEV_STAMP := $(VENV)/.installed-dev
 
 .PHONY: run test check fmt bench bench-rest system-deps install clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e .
 	touch $(STAMP)
+
+$(DEV_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(DEV_STAMP)
 
 install: $(STAMP)
 
@@ -19,7 +26,7 @@ run: $(STAMP)
 	$(BIN)/postroom serve
 
 ## Install everything the tests need, then run the whole suite
-test: system-deps $(STAMP)
+test: system-deps $(DEV_STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 ## Debian packages for the real mail servers (Postfix, Dovecot, Exim, Cyrus IMAP); needs root
@@ -27,20 +34,20 @@ system-deps:
 	bash scripts/install-system-deps.sh
 
 ## Format check, lint, types
-check: $(STAMP)
+check: $(DEV_STAMP)
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy
 
-fmt: $(STAMP)
+fmt: $(DEV_STAMP)
 	$(BIN)/ruff format src tests bench
 	$(BIN)/ruff check --fix src tests bench
 
-bench: $(STAMP)
+bench: $(DEV_STAMP)
 	$(BIN)/python bench/outbound.py
 
 ## REST send speed beside the Python API, SQLite and PostgreSQL (bench/rest.py --help)
-bench-rest: $(STAMP)
+bench-rest: $(DEV_STAMP)
 	$(BIN)/python bench/rest.py $(BENCH_ARGS)
 
 clean:

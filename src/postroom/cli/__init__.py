@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
-import errno
-import signal
-import socket
 import sys
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from postroom.aio import run as run_loop
-from postroom.app import Postroom
 from postroom.cli._common import (
     CLI_ACTOR,
     bad_input,
     fail,
+    group,
     handle_errors,
     opened,
     print_json,
@@ -30,12 +25,18 @@ from postroom.cli.outbox import outbox_app, send, worker
 from postroom.cli.profiles import bind, explain, profile_app, unbind
 from postroom.cli.templates import template_app
 
+if TYPE_CHECKING:
+    import socket
+
+    from postroom.app import Postroom
+
 __all__ = ["cli", "main"]
 
 cli = typer.Typer(
     name="postroom",
     help="Email for automation platforms: profiles, diagnosis, delivery, inbound mail.",
     no_args_is_help=True,
+    rich_markup_mode=None,
     pretty_exceptions_enable=False,
     add_completion=False,
 )
@@ -52,10 +53,10 @@ cli.add_typer(subscription_app, name="subscription")
 cli.add_typer(events_app, name="events")
 cli.add_typer(inbound_app, name="inbound")
 
-db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
-keys_app = typer.Typer(help="Secret keys that encrypt stored passwords.", no_args_is_help=True)
-admin_app = typer.Typer(help="Admin accounts of the web UI.", no_args_is_help=True)
-apikey_app = typer.Typer(help="API keys for the REST API.", no_args_is_help=True)
+db_app = group("Database schema.")
+keys_app = group("Secret keys that encrypt stored passwords.")
+admin_app = group("Admin accounts of the web UI.")
+apikey_app = group("API keys for the REST API.")
 cli.add_typer(db_app, name="db")
 cli.add_typer(keys_app, name="keys")
 cli.add_typer(admin_app, name="admin")
@@ -71,6 +72,8 @@ def serve(
     port: Annotated[int | None, typer.Option(help="Port [POSTROOM_PORT].")] = None,
 ) -> None:
     """Run postroom: web UI, REST API and a delivery worker (migrates the database first)."""
+    from postroom.aio import run as run_loop
+
     with opened() as app:
         host = host or app.settings.host
         port = port or app.settings.port
@@ -100,6 +103,9 @@ def serve(
 
 def _listen(host: str, port: int) -> socket.socket:
     """A listening socket on ``host:port``, or an error that says what to change."""
+    import errno
+    import socket
+
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:
         return socket.create_server((host, port), family=family, backlog=2048)
@@ -123,6 +129,9 @@ def _listen(host: str, port: int) -> socket.socket:
 
 async def _serve(app: Postroom, host: str, port: int, sock: socket.socket) -> None:
     """The web server, a delivery worker and the IMAP listeners in one process."""
+    import asyncio
+    import signal
+
     import uvicorn
 
     from postroom.api.server import server_config

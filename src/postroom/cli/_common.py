@@ -1,4 +1,9 @@
-"""What every command shares: opening postroom, error → exit code, output as text or JSON."""
+"""What every command shares: opening postroom, error → exit code, output as text or JSON.
+
+The CLI modules import only this, typer and the standard library at the top: everything
+else (SQLAlchemy, pydantic models, the app) is imported inside the command that needs it,
+so `postroom --help` answers at once (docs/cli.md, "Start-up time").
+"""
 
 from __future__ import annotations
 
@@ -8,14 +13,10 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, NoReturn, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, ParamSpec, TypeVar
 
 import typer
-import yaml
-from pydantic import BaseModel
 
-from postroom import jsonlimits
-from postroom.app import Postroom
 from postroom.errors import (
     ConfigurationError,
     FieldError,
@@ -25,11 +26,20 @@ from postroom.errors import (
     ValidationError,
 )
 
+if TYPE_CHECKING:
+    from postroom.app import Postroom
+
 P = ParamSpec("P")
 R = TypeVar("R")
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 CLI_ACTOR = "cli"
+
+
+def group(help: str) -> typer.Typer:
+    """A command group. Help is plain text: Rich's boxes cost half a second to import and
+    cut long flag names at 80 columns."""
+    return typer.Typer(help=help, no_args_is_help=True, rich_markup_mode=None)
 
 
 def err(message: str) -> None:
@@ -70,6 +80,8 @@ def opened(*, wait_for_database_s: float = 0.0) -> Iterator[Postroom]:
 
     from sqlalchemy.exc import DBAPIError
 
+    from postroom.app import Postroom
+
     deadline = time.monotonic() + wait_for_database_s
     delay = 0.5
     while True:
@@ -89,8 +101,9 @@ def opened(*, wait_for_database_s: float = 0.0) -> Iterator[Postroom]:
 
 
 def to_jsonable(value: Any) -> Any:
-    if isinstance(value, BaseModel):
-        return value.model_dump(mode="json")
+    dump = getattr(value, "model_dump", None)  # a pydantic model, without importing pydantic
+    if callable(dump):
+        return dump(mode="json")
     if isinstance(value, list):
         return [to_jsonable(v) for v in value]
     if isinstance(value, dict):
@@ -114,6 +127,10 @@ def table(rows: list[list[str]], headers: list[str]) -> str:
 
 def read_document(path: str) -> dict[str, Any]:
     """A JSON or YAML object from ``path`` ('-' = standard input)."""
+    import yaml
+
+    from postroom import jsonlimits
+
     try:
         text = sys.stdin.read() if path == "-" else Path(path).read_text("utf-8")
     except OSError as exc:

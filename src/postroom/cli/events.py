@@ -2,36 +2,36 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-import yaml
 
-from postroom.app import Postroom
 from postroom.cli._common import (
     CLI_ACTOR,
     bad_input,
+    group,
     handle_errors,
     opened,
     print_json,
     read_document,
     table,
 )
-from postroom.notify.events import Notifier
-from postroom.notify.schemas import DeliveryStatus, SubscriptionRead
+
+if TYPE_CHECKING:
+    from postroom.app import Postroom
+    from postroom.notify.events import Notifier
+    from postroom.notify.schemas import SubscriptionRead
 
 __all__ = ["events_app", "subscription_app"]
 
-events_app = typer.Typer(
-    help="Notify subscribers of events; see what was sent.", no_args_is_help=True
-)
-subscription_app = typer.Typer(
-    help="Who gets which event notifications, at once or as summaries.", no_args_is_help=True
-)
+events_app = group("Notify subscribers of events; see what was sent.")
+subscription_app = group("Who gets which event notifications, at once or as summaries.")
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
 
 def _notifier(app: Postroom) -> Notifier:
+    from postroom.notify.events import Notifier
+
     return Notifier(app.sessions, app.outbox, app.templates, public_url=app.settings.public_url)
 
 
@@ -63,6 +63,10 @@ def send(
     as_json: JsonOpt = False,
 ) -> None:
     """Notify the subscribers of EVENT; exits 1 when a delivery failed."""
+    import yaml
+
+    from postroom.notify.schemas import DeliveryStatus
+
     values: dict[str, Any] = read_document(data) if data else {}
     for key, raw in _pairs(set_, "set").items():
         values[key] = yaml.safe_load(raw) if raw else ""

@@ -3,28 +3,30 @@ delete old messages."""
 
 from __future__ import annotations
 
-import asyncio
-import signal
 import sys
 from datetime import datetime, timedelta
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from postroom.aio import run as run_loop
-from postroom.app import Postroom
-from postroom.cli._common import bad_input, handle_errors, opened, print_json, read_secret, table
-from postroom.db.tables import utcnow
-from postroom.inbound.schemas import InboundConfig, InboundStatus, ListenerState
-from postroom.inbound.service import Inbound
+from postroom.cli._common import (
+    bad_input,
+    group,
+    handle_errors,
+    opened,
+    print_json,
+    read_secret,
+    table,
+)
+
+if TYPE_CHECKING:
+    from postroom.app import Postroom
+    from postroom.inbound.service import Inbound
 
 __all__ = ["inbound_app"]
 
-inbound_app = typer.Typer(
-    help="Receive mail over IMAP: run the sync, check its health, manage webhooks.",
-    no_args_is_help=True,
-)
-webhook_app = typer.Typer(help="Webhooks that receive every inbound message.", no_args_is_help=True)
+inbound_app = group("Receive mail over IMAP: run the sync, check its health, manage webhooks.")
+webhook_app = group("Webhooks that receive every inbound message.")
 inbound_app.add_typer(webhook_app, name="webhook")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
@@ -53,6 +55,12 @@ def run(
     Run it on several machines for failover: each mailbox is synced by one process at a
     time (a lease in the database); the others take over when it stops renewing.
     """
+    import asyncio
+    import signal
+
+    from postroom.aio import run as run_loop
+    from postroom.inbound.schemas import InboundConfig
+
     if not 1 <= lease <= 3600:
         bad_input("lease", "must be between 1 and 3600 seconds")
     if not 1 <= idle_renew <= 1740:
@@ -90,6 +98,9 @@ def status(
     as_json: JsonOpt = False,
 ) -> None:
     """Health of every receiving profile's listener; exits 1 when one is in error."""
+    from postroom.db.tables import utcnow
+    from postroom.inbound.schemas import ListenerState
+
     with opened() as app:
         rows = service(app).health(profile)
     now = utcnow()
@@ -129,6 +140,8 @@ def list_messages(
     as_json: JsonOpt = False,
 ) -> None:
     """Received and quarantined (``--status rejected``) messages, newest first."""
+    from postroom.inbound.schemas import InboundStatus
+
     if status is not None and status not in {s.value for s in InboundStatus}:
         bad_input("status", "must be one of " + ", ".join(s.value for s in InboundStatus))
     if not 1 <= limit <= 10_000:
@@ -227,6 +240,8 @@ def purge(
 ) -> None:
     """Delete received messages (with their attachments) older than N days whose
     subscribers all succeeded, and quarantined ones; pending and failed ones are kept."""
+    from postroom.db.tables import utcnow
+
     with opened() as app:
         days = app.settings.inbound_retention_days if older_than is None else older_than
         if days < 1 or days > 3650:

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from datetime import datetime
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import parse_qs, urlsplit
 
 import typer
@@ -14,6 +13,7 @@ from postroom.cli._common import (
     CLI_ACTOR,
     err,
     fail,
+    group,
     handle_errors,
     opened,
     print_json,
@@ -21,16 +21,13 @@ from postroom.cli._common import (
     read_secret,
     table,
 )
-from postroom.oauth2.errors import FlowError, TokenError
-from postroom.oauth2.flows import Connected
-from postroom.oauth2.loopback import LoopbackReceiver
-from postroom.oauth2.protocol import parse_redirect
-from postroom.oauth2.schemas import Grant, OAuth2ConfigRead, OAuth2Status
-from postroom.oauth2.service import OAuth2Lifecycle
 
-oauth2_app = typer.Typer(
-    help="Manage OAuth2 configurations used by profiles.", no_args_is_help=True
-)
+if TYPE_CHECKING:
+    from postroom.oauth2.flows import Connected
+    from postroom.oauth2.schemas import Grant, OAuth2ConfigRead, OAuth2Status
+    from postroom.oauth2.service import OAuth2Lifecycle
+
+oauth2_app = group("Manage OAuth2 configurations used by profiles.")
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 Opt = typer.Option
 
@@ -213,6 +210,11 @@ def status(name: str, as_json: JsonOpt = False) -> None:
 async def _browser_flow(
     lifecycle: OAuth2Lifecycle, name: str, *, paste: bool, port: int, redirect: str | None
 ) -> Connected:
+    import asyncio
+
+    from postroom.oauth2.loopback import LoopbackReceiver
+    from postroom.oauth2.protocol import parse_redirect
+
     if paste:
         uri = redirect or "http://localhost:1/"
         start = await lifecycle.flows.start_authorization(name, redirect_uri=uri, actor=CLI_ACTOR)
@@ -246,6 +248,8 @@ async def _browser_flow(
 
 
 async def _device_flow(lifecycle: OAuth2Lifecycle, name: str) -> Connected:
+    import asyncio
+
     start = await lifecycle.flows.start_device(name, actor=CLI_ACTOR)
     where = start.verification_uri_complete or start.verification_uri
     typer.echo(f"Open {where} and enter the code:\n\n  {start.user_code}\n")
@@ -261,6 +265,8 @@ async def _connect(
     lifecycle: OAuth2Lifecycle, name: str, grant: Grant, *, paste: bool, port: int,
     redirect: str | None,
 ) -> Connected:  # fmt: skip
+    from postroom.oauth2.schemas import Grant
+
     if grant is Grant.AUTHORIZATION_CODE:
         return await _browser_flow(lifecycle, name, paste=paste, port=port, redirect=redirect)
     if grant is Grant.DEVICE_CODE:
@@ -284,6 +290,10 @@ def connect(
     as_json: JsonOpt = False,
 ) -> None:
     """Connect (sign in) an OAuth2 configuration: browser, device code or app-only token."""
+    import asyncio
+
+    from postroom.oauth2.errors import FlowError, TokenError
+
     with opened() as app:
         grant = app.oauth2.get(name).grant
         lifecycle = app.oauth2_lifecycle

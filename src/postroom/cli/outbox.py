@@ -2,26 +2,26 @@
 
 from __future__ import annotations
 
-import asyncio
-import base64
-import mimetypes
-import signal
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from postroom.aio import run as run_loop
-from postroom.cli._common import bad_input, handle_errors, opened, print_json, table
-from postroom.outbox.schemas import OutboxRead, OutboxStatus
+from postroom.cli._common import bad_input, group, handle_errors, opened, print_json, table
 
-outbox_app = typer.Typer(help="See and control queued, sent and failed mail.", no_args_is_help=True)
+if TYPE_CHECKING:
+    from postroom.outbox.schemas import OutboxRead
+
+outbox_app = group("See and control queued, sent and failed mail.")
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
 
 def _attachment(path: str) -> dict[str, Any]:
+    import base64
+    import mimetypes
+
     p = Path(path)
     try:
         data = p.read_bytes()
@@ -76,6 +76,8 @@ def send(
     as_json: JsonOpt = False,
 ) -> None:
     """Queue a message; prints its id. With --wait, exits 1 unless it was sent."""
+    from postroom.outbox.schemas import OutboxStatus
+
     if text == "-":
         text = sys.stdin.read()
     if html and html.startswith("@"):
@@ -101,6 +103,7 @@ def send(
         )  # fmt: skip
         result: OutboxRead | None = None
         if wait:
+            from postroom.aio import run as run_loop
             from postroom.outbox.worker import Worker
 
             run_loop(Worker(app).run(drain=True))
@@ -127,6 +130,10 @@ def worker(
     ] = 60.0,
 ) -> None:
     """Deliver queued mail until stopped (SIGTERM/Ctrl+C finish what is in hand first)."""
+    import asyncio
+    import signal
+
+    from postroom.aio import run as run_loop
     from postroom.outbox.worker import Worker
 
     if not 1 <= batch <= 10_000:
@@ -164,6 +171,8 @@ def list_messages(
     as_json: JsonOpt = False,
 ) -> None:
     """List messages, newest first."""
+    from postroom.outbox.schemas import OutboxStatus
+
     if status is not None and status not in OutboxStatus.__members__.values():
         bad_input("status", f"must be one of {', '.join(OutboxStatus)}")
     with opened() as app:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -10,6 +10,7 @@ from postroom.cli._common import (
     CLI_ACTOR,
     bad_input,
     err,
+    group,
     handle_errors,
     opened,
     print_json,
@@ -17,12 +18,12 @@ from postroom.cli._common import (
     read_secret,
     table,
 )
-from postroom.diagnostics.steps import Diagnosis
-from postroom.profiles.schemas import ProfileRead
 
-profile_app = typer.Typer(
-    help="Manage email profiles (SMTP out, optional IMAP in).", no_args_is_help=True
-)
+if TYPE_CHECKING:
+    from postroom.diagnostics.steps import Diagnosis
+    from postroom.profiles.schemas import ProfileRead
+
+profile_app = group("Manage email profiles (SMTP out, optional IMAP in).")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 

@@ -4,26 +4,27 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from postroom.cli._common import (
     CLI_ACTOR,
     bad_input,
+    group,
     handle_errors,
     opened,
     print_json,
     read_document,
     table,
 )
-from postroom.notify.schemas import TemplateRead
+
+if TYPE_CHECKING:
+    from postroom.notify.schemas import TemplateRead
 
 __all__ = ["template_app"]
 
-template_app = typer.Typer(
-    help="Mail templates: built-in defaults and your own versions.", no_args_is_help=True
-)
+template_app = group("Mail templates: built-in defaults and your own versions.")
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
 
