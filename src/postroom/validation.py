@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
@@ -26,6 +27,13 @@ def _loc_to_field(loc: tuple[int | str, ...], msg: str) -> tuple[str, str]:
     return ".".join(parts), msg
 
 
+def _number(value: Any) -> str:
+    """0.0 → "0", 2.5 → "2.5": limits as people write them."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
 def friendly_message(kind: str, ctx: dict[str, Any], msg: str) -> str:
     """A pydantic error of ``kind`` in words for people; ``msg`` when there is no better one."""
     match kind:
@@ -38,7 +46,7 @@ def friendly_message(kind: str, ctx: dict[str, Any], msg: str) -> str:
         case "greater_than_equal":
             return f"must be at least {ctx.get('ge')}"
         case "greater_than":
-            return f"must be greater than {ctx.get('gt')} (leave it empty for no limit)"
+            return f"must be greater than {_number(ctx.get('gt'))} (leave it empty for no limit)"
         case "string_too_long":
             return f"must be at most {ctx.get('max_length')} characters"
         case "string_too_short":
@@ -49,8 +57,10 @@ def friendly_message(kind: str, ctx: dict[str, Any], msg: str) -> str:
             return "must be a number"
         case "bool_parsing" | "bool_type":
             return "must be true or false"
-        case "enum":
-            return f"must be one of {ctx.get('expected')}"
+        case "enum" | "literal_error":
+            # pydantic's "'starttls', 'tls' or 'none'" reads like code: list the plain words
+            words = re.findall(r"'([^']*)'", str(ctx.get("expected", "")))
+            return "must be one of: " + ", ".join(words) if words else "is not an allowed value"
         case "string_type":
             return "must be text"
         case "model_type" | "model_attributes_type" | "dict_type":
@@ -64,9 +74,13 @@ def validate_model(model: type[M], data: Any) -> M:
         return model.model_validate(data)
     except PydanticValidationError as exc:
         errors = []
-        for err in exc.errors(include_url=False, include_input=False):
+        # the input is looked at (was anything given?) but never quoted
+        for err in exc.errors(include_url=False):
             field, msg = _loc_to_field(tuple(err["loc"]), str(err["msg"]))
-            msg = friendly_message(err["type"], err.get("ctx") or {}, msg)
+            kind = err["type"]
+            if kind.endswith("_type") and err.get("input", ...) is None:
+                kind = "missing"  # an empty form field arrives as null
+            msg = friendly_message(kind, err.get("ctx") or {}, msg)
             errors.append(FieldError(field, msg))
         # pydantic runs a model's cross-field rules only once its fields are valid, so a
         # form would name those problems one round later; a model that can check them on

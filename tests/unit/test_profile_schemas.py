@@ -140,3 +140,20 @@ def test_no_warning_for_sane_settings() -> None:
 def test_from_address_is_required() -> None:
     assert fields(spec(sender={"from_address": ""})) == ["sender.from_address"]
     assert fields(spec(sender={"from_address": "   "})) == ["sender.from_address"]
+
+
+def test_messages_do_not_leak_internals() -> None:
+    from postroom.oauth2.schemas import OAuth2ConfigSpec
+    from postroom.validation import validate_model
+
+    def messages(model: Any, data: dict[str, Any]) -> dict[str, str]:
+        with pytest.raises(ValidationError) as exc:
+            validate_model(model, data)
+        return {e.field: e.message for e in exc.value.errors}
+
+    # an empty form field arrives as null: it is missing, not "not text"
+    got = messages(OAuth2ConfigSpec, {"name": None})
+    assert got["name"] == "is required"
+    got = messages(ProfileSpec, spec(smtp={"security": "ssl", "connect_timeout_s": 0}))
+    assert got["smtp.security"] == "must be one of: starttls, tls, none"
+    assert got["smtp.connect_timeout_s"] == ("must be greater than 0 (leave it empty for no limit)")

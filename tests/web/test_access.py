@@ -192,7 +192,7 @@ def test_oauth2_configurations_and_the_audit_log(
 
     page.get_by_role("link", name="Audit log").click()
     expect(
-        page.get_by_role("row").filter(has_text="oauth2 config M365 alerts mailbox").first
+        page.get_by_role("row").filter(has_text="OAuth2 configuration M365 alerts mailbox").first
     ).to_be_visible()
     created = page.get_by_role("row").filter(has_text="create").filter(has_text="M365 alerts")
     created.get_by_text(re.compile(r"^\d+ fields$")).click()

@@ -207,3 +207,13 @@ def test_bind_form_names_a_bad_process_and_a_missing_profile_together(admin: Tes
     assert response.status_code == 422
     assert "must not be empty" in response.text
     assert "choose one of the profiles" in response.text
+
+
+def test_audit_log_speaks_words_not_python(admin: TestClient) -> None:
+    from postroom.web.views.audit import describe
+
+    assert describe({"ok": False, "kind": "smtp"}) == ["result: failed", "kind: smtp"]
+    assert describe({"force": True}) == ["force: yes"]
+    html = admin.get("/settings/email/audit").text
+    # the filter's kinds and each row's target type
+    assert "Oauth2 config" not in html and "OAuth2 configuration" in html

@@ -21,9 +21,22 @@ TARGET_TYPES = (
     "api_key",
     "keys",
 )
+#: target types in words ("oauth2_config"|capitalize read "Oauth2 config")
+TARGET_LABELS = {
+    "profile": "Email profile",
+    "process": "Process",
+    "oauth2_config": "OAuth2 configuration",
+    "template": "Template",
+    "subscription": "Subscription",
+    "admin": "Admin account",
+    "api_key": "API key",
+    "keys": "Secret keys",
+}
 
 
 def _short(value: Any) -> str:
+    if isinstance(value, bool):  # Python's True/False are not words for people
+        return "yes" if value else "no"
     text = "—" if value is None or value == "" else str(value)
     return text if len(text) <= 80 else text[:77] + "…"
 
@@ -45,8 +58,10 @@ def describe(details: dict[str, Any]) -> list[str]:
             else:
                 lines.append(f"{field}: {_short(change)}")
     for key, value in details.items():
-        if key != "changes" and value not in (None, "", [], {}):
-            lines.append(f"{key}: {_short(value)}")
+        if key == "ok" and isinstance(value, bool):
+            lines.append("result: " + ("passed" if value else "failed"))
+        elif key != "changes" and value not in (None, "", [], {}):
+            lines.append(f"{key.replace('_', ' ')}: {_short(value)}")
     return lines
 
 
@@ -65,6 +80,7 @@ def audit_page(
         title="Audit log",
         entries=[(e, describe(e.details)) for e in entries],
         target_types=TARGET_TYPES,
+        target_labels=TARGET_LABELS,
         target_type=target_type,
     )
 
