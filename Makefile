@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP     := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: run test check fmt bench bench-rest system-deps install clean
+.PHONY: run test check fmt bench bench-rest bench-inbound system-deps install clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -49,6 +49,10 @@ bench: $(DEV_STAMP)
 ## REST send speed beside the Python API, SQLite and PostgreSQL (bench/rest.py --help)
 bench-rest: $(DEV_STAMP)
 	$(BIN)/python bench/rest.py $(BENCH_ARGS)
+
+## IMAP first sync beside a bare imaplib fetch, SQLite and PostgreSQL (bench/inbound.py --help)
+bench-inbound: $(STAMP)
+	$(BIN)/python bench/inbound.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -100,3 +100,51 @@ def test_outbound_benchmark_repeats_runs_and_reports_medians() -> None:
         r["baselines"]["smtp_source"] for r in runs
     )
     assert report["worker_peak_rss_mb"] == max(r["worker_peak_rss_mb"] for r in runs)
+
+
+INBOUND = BENCH.parent / "inbound.py"
+
+
+def test_inbound_benchmark_reports_each_phase_beside_the_bare_fetch() -> None:
+    """Quick mode: a few messages through a private Dovecot, every phase on SQLite and
+    PostgreSQL; checks the report's shape and that each message was stored once."""
+    from tests.harness.mailservers import HarnessUnavailable, check_available
+
+    try:
+        check_available()
+    except HarnessUnavailable as exc:
+        require_service("the mail server harness (Postfix + Dovecot)", exc.reason)
+    done = subprocess.run(
+        [sys.executable, str(INBOUND), "--messages", "12", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "bench: filling INBOX with 12 messages" in done.stderr  # progress on stderr
+    report = json.loads(done.stdout)
+    assert report["messages"] == 12
+    bare = report["bare_imaplib_fetch_msgs_per_s"]
+    assert bare > 0
+    phases = report["postroom"]
+    assert set(phases) == {
+        f"{db}_{sub}" for db in ("sqlite", "postgresql") for sub in ("no_subscriber", "webhook")
+    }
+    for key, phase in phases.items():
+        assert phase["stored"] == 12 and phase["stored_exactly_once"], key
+        assert phase["msgs_per_s"] > 0 and phase["peak_rss_mb"] > 0, key
+        assert abs(phase["ratio_vs_bare_fetch"] - phase["msgs_per_s"] / bare) < 1e-9, key
+        expected_posts = 12 if key.endswith("webhook") else None
+        assert phase["webhook_posts"] == expected_posts, key
+
+
+@pytest.mark.parametrize("bad", ["9", "abc", "100001"])
+def test_inbound_benchmark_refuses_a_bad_option_clearly(bad: str) -> None:
+    done = subprocess.run(
+        [sys.executable, str(INBOUND), "--messages", bad],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "--messages" in done.stderr and "Traceback" not in done.stderr
