@@ -9,13 +9,29 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from postroom.cli._common import bad_input, group, handle_errors, opened, print_json, table
+from postroom.cli._common import (
+    CLI_ACTOR,
+    bad_input,
+    group,
+    handle_errors,
+    opened,
+    print_json,
+    table,
+)
 
 if TYPE_CHECKING:
     from postroom.outbox.schemas import OutboxRead
 
 outbox_app = group("See and control queued, sent and failed mail.")
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+SearchOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--search",
+        "-q",
+        help="Recipient, subject or Message-ID contains this (any case), or an id.",
+    ),
+]
 
 
 def _attachment(path: str) -> dict[str, Any]:
@@ -168,18 +184,13 @@ def list_messages(
     since: Annotated[str | None, typer.Option(help="ISO 8601 time with zone.")] = None,
     until: Annotated[str | None, typer.Option(help="ISO 8601 time with zone.")] = None,
     limit: Annotated[int, typer.Option()] = 50,
+    search: SearchOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """List messages, newest first."""
-    from postroom.outbox.schemas import OutboxStatus
-
-    if status is not None and status not in OutboxStatus.__members__.values():
-        bad_input("status", f"must be one of {', '.join(OutboxStatus)}")
+    filters = _filters(status, profile, process, since, until, search)
     with opened() as app:
-        items = app.outbox.list(
-            status=status, profile=profile, process=process,
-            since=_when(since, "since"), until=_when(until, "until"), limit=limit,
-        )  # fmt: skip
+        items = app.outbox.list(**filters, limit=limit)
     if as_json:
         print_json(items)
         return
@@ -217,22 +228,140 @@ def show(id: int, as_json: JsonOpt = False) -> None:
         typer.echo(f"  attempt {a.at:%H:%M:%S} {a.worker}: {a.outcome} {a.code or ''} {a.text}")
 
 
+def _filters(
+    status: str | None,
+    profile: str | None,
+    process: str | None,
+    since: str | None,
+    until: str | None,
+    search: str | None,
+) -> dict[str, Any]:
+    """The filters as the service takes them; every bad one reported at once (exit 2)."""
+    from postroom.errors import FieldError, ValidationError
+    from postroom.outbox.schemas import OutboxStatus
+    from postroom.outbox.search import search_term
+
+    problems: list[FieldError] = []
+    if status is not None and status not in OutboxStatus.__members__.values():
+        problems.append(FieldError("status", f"must be one of {', '.join(OutboxStatus)}"))
+    times: dict[str, datetime | None] = {}
+    for field, value in (("since", since), ("until", until)):
+        try:
+            times[field] = _parse_when(value)
+        except ValueError as exc:
+            problems.append(FieldError(field, str(exc)))
+    try:
+        search_term(search, field="search")
+    except ValidationError as exc:
+        problems.extend(exc.errors)
+    if problems:
+        raise ValidationError(problems)
+    return {"status": status, "profile": profile, "process": process, "search": search, **times}
+
+
+def _parse_when(value: str | None) -> datetime | None:
+    """A time from --since/--until: a date (UTC midnight) or an ISO 8601 time with zone."""
+    if value is None:
+        return None
+    try:
+        if len(value) == 10:
+            return datetime.fromisoformat(value).replace(tzinfo=UTC)
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(
+            f"'{value}' is not a date (2026-11-23) or an ISO 8601 time such as "
+            "2026-11-23T08:00:00+00:00"
+        ) from None
+    if when.tzinfo is None:
+        raise ValueError("needs a time zone, e.g. 2026-11-23T08:00:00+00:00 or …Z")
+    return when
+
+
+def _act(
+    action: str,
+    id: int | None,
+    filters: dict[str, Any],
+    yes: bool,
+) -> None:
+    """One message by id, or every message the filters match after a confirmation."""
+    given = {k: v for k, v in filters.items() if v not in (None, "")}
+    if id is not None:
+        if given:
+            bad_input("id", "give a message id or filters, not both")
+        with opened() as app:
+            m = app.outbox.retry(id) if action == "retry" else app.outbox.cancel(id)
+        typer.echo(f"Message {m.id} is {'queued again' if action == 'retry' else 'cancelled'}.")
+        return
+    if not given:
+        bad_input(
+            "id",
+            f"give a message id, or filters (--status, --profile, --process, --since, "
+            f"--until, --search) to {action} every matching message",
+        )
+    with opened() as app:
+        count = app.outbox.bulk_count(action, **filters)
+        verb = action
+        done_word = "retried" if action == "retry" else "cancelled"
+        if count == 0:
+            typer.echo(f"No matching message can be {done_word}.")
+            return
+        if not yes and not typer.confirm(f"{verb.capitalize()} {count} message(s)?"):
+            typer.echo(f"Nothing changed (add --yes to {verb} without asking).", err=True)
+            raise typer.Exit(1)
+        done = app.outbox.bulk(action, actor=CLI_ACTOR, **filters)
+    typer.echo(f"{done} message(s) {'queued again' if action == 'retry' else 'cancelled'}.")
+
+
+StatusOpt = Annotated[
+    str | None, typer.Option(help="queued|sending|sent|retrying|failed|bounced|cancelled")
+]
+SinceOpt = Annotated[
+    str | None,
+    typer.Option("--since", help="Created at or after: a UTC date or an ISO 8601 time with zone."),
+]
+UntilOpt = Annotated[
+    str | None,
+    typer.Option("--until", help="Created before: a UTC date or an ISO 8601 time with zone."),
+]
+YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Act without asking for confirmation.")]
+
+
 @outbox_app.command("retry")
 @handle_errors
-def retry(id: int) -> None:
-    """Send a failed or cancelled message again now."""
-    with opened() as app:
-        m = app.outbox.retry(id)
-    typer.echo(f"Message {m.id} is queued again.")
+def retry(
+    id: Annotated[
+        int | None, typer.Argument(help="A message id; or filter with the options.")
+    ] = None,
+    status: StatusOpt = None,
+    profile: Annotated[str | None, typer.Option()] = None,
+    process: Annotated[str | None, typer.Option()] = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    search: SearchOpt = None,
+    yes: YesOpt = False,
+) -> None:
+    """Send a failed, bounced or cancelled message again now; with filters instead of an id,
+    every matching one (shows the count and asks first, unless --yes)."""
+    _act("retry", id, _filters(status, profile, process, since, until, search), yes)
 
 
 @outbox_app.command("cancel")
 @handle_errors
-def cancel(id: int) -> None:
-    """Cancel a message that has not been sent yet."""
-    with opened() as app:
-        m = app.outbox.cancel(id)
-    typer.echo(f"Message {m.id} is cancelled.")
+def cancel(
+    id: Annotated[
+        int | None, typer.Argument(help="A message id; or filter with the options.")
+    ] = None,
+    status: StatusOpt = None,
+    profile: Annotated[str | None, typer.Option()] = None,
+    process: Annotated[str | None, typer.Option()] = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    search: SearchOpt = None,
+    yes: YesOpt = False,
+) -> None:
+    """Cancel a message that has not been sent yet; with filters instead of an id, every
+    matching queued or retrying one (shows the count and asks first, unless --yes)."""
+    _act("cancel", id, _filters(status, profile, process, since, until, search), yes)
 
 
 @outbox_app.command("purge")
