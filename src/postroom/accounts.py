@@ -51,6 +51,9 @@ _KEY_PREFIX = "prk_"
 MIN_PASSWORD_LENGTH = 12
 #: how long a password reset link works
 RESET_TTL = timedelta(minutes=30)
+#: how long an admin-issued link works: a reset an admin started, an invitation
+ISSUED_RESET_TTL = timedelta(hours=24)
+INVITE_TTL = timedelta(days=7)
 #: at most this many reset links per admin within RESET_WINDOW; more requests send nothing
 RESET_LIMIT = 3
 RESET_WINDOW = timedelta(minutes=15)
@@ -347,6 +350,55 @@ class Accounts:
         )
 
     # -- password reset links ---------------------------------------------------------------
+
+    def issue_reset_link(
+        self, username: str, /, *, actor: str, invite: bool = False
+    ) -> ResetTicket:
+        """A reset link an admin makes for another account (to show or to mail): it works
+        once, for :data:`ISSUED_RESET_TTL` (an invitation: :data:`INVITE_TTL`), and dies like
+        any reset link. Raises NotFound, and Conflict for a disabled account."""
+        now = utcnow()
+        ttl = INVITE_TTL if invite else ISSUED_RESET_TTL
+        with self._sessions() as s:
+            row = self._admin(s, username)
+            if row.disabled_at is not None:
+                raise Conflict(f"'{row.username}' is disabled: enable it first.")
+            token = secrets.token_urlsafe(32)
+            s.add(PasswordReset(admin_id=row.id, token_hash=_hash_key(token),
+                                password_fp=_fingerprint(row.password_hash),
+                                requested_from=actor[:100], created_at=now,
+                                expires_at=now + ttl))  # fmt: skip
+            record(s, actor=actor, action="invite" if invite else "issue_reset_link",
+                   target_type="admin", target=row.username,
+                   details={"expires_at": (now + ttl).isoformat()})  # fmt: skip
+            s.commit()
+            return ResetTicket(token, row.username, row.email or "", now + ttl)
+
+    def invite_admin(
+        self, username: str, email: str, /, *, role: str = "admin", actor: str = "system"
+    ) -> ResetTicket:
+        """Create an account with no usable password and an invitation link (a reset link
+        valid :data:`INVITE_TTL`) through which the invitee sets one. Raises ValidationError
+        naming every bad field (an email address is required)."""
+        errors: list[FieldError] = []
+        if not (email or "").strip():
+            errors.append(FieldError("email", "is required: the invitation is mailed there"))
+        else:
+            try:
+                _check_email(email)
+            except ValidationError as exc:
+                errors += exc.errors
+        try:
+            _check_name(username, "username")
+        except ValidationError as exc:
+            errors += exc.errors
+        if role not in AdminRole.__members__.values():
+            errors.append(FieldError("role", "must be 'admin' or 'viewer'"))
+        if errors:
+            raise ValidationError(errors)
+        # nobody knows this password: the account is usable only through the link
+        self.create_admin(username, secrets.token_urlsafe(32), role=role, email=email, actor=actor)
+        return self.issue_reset_link(username, actor=actor, invite=True)
 
     def request_password_reset(
         self, login: str, /, *, requested_from: str | None = None

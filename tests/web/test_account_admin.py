@@ -49,3 +49,125 @@ def test_changing_your_password_lists_every_problem_and_ends_your_other_sessions
         assert (entry.action, entry.actor) == ("set_password", "web:pat")
     finally:
         other.close()
+
+
+def _set_password_through(page: Any, url: str, password: str) -> None:
+    page.goto(url)
+    page.get_by_label("New password", exact=True).fill(password)
+    page.get_by_label("Repeat the new password").fill(password)
+    page.get_by_role("button", name="Set new password").click()
+
+
+def test_users_page_roles_disable_reset_links_and_invitations(
+    browser: Any, page: Any, live_server: LiveServer
+) -> None:
+    pr = live_server.pr
+    base = live_server.url
+    pr.accounts.create_admin("uma", "uma-password-123", role="admin")
+    pr.accounts.create_admin("vic", "vic-password-123", role="viewer", email="vic@example.com")
+    other = browser.new_context()
+    try:
+        # a viewer gets the 403 page, and no link to it
+        viewer = other.new_page()
+        sign_in(viewer, base, "vic", "vic-password-123")
+        expect(viewer.get_by_role("link", name="Users")).to_have_count(0)
+        assert viewer.goto(base + "/settings/users").status == 403
+
+        sign_in(page, base, "uma", "uma-password-123")
+        page.get_by_role("link", name="Users").click()
+        page.wait_for_url(base + "/settings/users")
+        vic_row = page.get_by_role("row").filter(has_text="vic@example.com")
+        expect(vic_row).to_contain_text("Enabled")
+
+        # the only enabled admin may not demote herself
+        uma_row = page.get_by_role("row").filter(has_text="uma")
+        uma_row.get_by_label("Role of uma", exact=True).select_option("viewer")
+        uma_row.get_by_role("button", name="Change the role of uma").click()
+        expect(page.get_by_text("'uma' is the only enabled admin")).to_be_visible()
+
+        vic_row.get_by_label("Role of vic", exact=True).select_option("admin")
+        vic_row.get_by_role("button", name="Change the role of vic").click()
+        expect(page.get_by_text("'vic' is now admin.")).to_be_visible()
+        assert pr.accounts.get_admin("vic").role == "admin"
+
+        # disabling ends vic's session at once
+        page.get_by_role("button", name="Disable vic").click()
+        expect(page.get_by_text("'vic' is disabled")).to_be_visible()
+        viewer.goto(base + "/account")
+        assert "/login" in viewer.url
+        page.get_by_role("button", name="Enable vic").click()
+        expect(page.get_by_text("'vic' is enabled again.")).to_be_visible()
+
+        # a reset link shown once, usable once
+        page.get_by_role("button", name="Show a reset link for vic").click()
+        link = page.get_by_label("One-time link", exact=True).input_value()
+        assert "/reset/" in link
+        shot(page, "users-reset-link")
+        _set_password_through(viewer, link, "vic-new-password-9")
+        assert pr.accounts.verify_admin("vic", "vic-new-password-9") is not None
+
+        # invitations: every problem at once, then no default profile → the link is shown
+        page.goto(base + "/settings/users")
+        page.get_by_label("Email address").fill("not an address")
+        page.get_by_role("button", name="Send invitation").click()
+        summary = page.get_by_role("alert")
+        expect(summary).to_contain_text("Username")
+        expect(summary).to_contain_text("Email address")
+        page.get_by_label("Username").fill("nia")
+        page.get_by_label("Email address").fill("nia@example.com")
+        page.get_by_label("Role", exact=True).select_option("viewer")
+        page.get_by_role("button", name="Send invitation").click()
+        expect(page.get_by_text("No mail was sent")).to_be_visible()
+        invite = page.get_by_label("One-time link", exact=True).input_value()
+        assert pr.accounts.verify_admin("nia", "") is None
+        _set_password_through(viewer, invite, "nia-password-123")
+        sign_in(viewer, base, "nia", "nia-password-123")
+
+        # with a default profile, reset links and invitations are queued as mail
+        pr.profiles.create(
+            {
+                "name": "System mail",
+                "smtp": {"host": "127.0.0.1", "port": 9, "security": "none", "auth": "none"},
+                "sender": {"from_address": "postroom@example.com"},
+            }
+        )
+        pr.set_default("System mail")
+        page.goto(base + "/settings/users")
+        page.get_by_role("button", name="Mail a reset link to vic").click()
+        expect(
+            page.get_by_text("A reset link for 'vic' was mailed to vic@example.com.")
+        ).to_be_visible()
+        page.get_by_label("Username").fill("otto")
+        page.get_by_label("Email address").fill("otto@example.com")
+        page.get_by_role("button", name="Send invitation").click()
+        expect(
+            page.get_by_text("Invitation for 'otto' mailed to otto@example.com.")
+        ).to_be_visible()
+        queued = [m.recipients for m in pr.outbox.list()]
+        assert ["vic@example.com"] in queued and ["otto@example.com"] in queued
+
+        actions = {(e.action, e.target) for e in pr.audit.list(target_type="admin")}
+        assert {("update", "vic"), ("disable", "vic"), ("enable", "vic"),
+                ("issue_reset_link", "vic"), ("invite", "nia"), ("invite", "otto"),
+                ("reset_password", "vic")} <= actions  # fmt: skip
+        shot(page, "users")
+    finally:
+        other.close()
+
+
+def test_users_page_fits_a_phone_screen(browser: Any, live_server: LiveServer) -> None:
+    if not live_server.pr.accounts.has_admin() or "phil" not in {
+        a.username for a in live_server.pr.accounts.list_admins()
+    }:
+        live_server.pr.accounts.create_admin("phil", "phil-password-123", role="admin")
+    context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True)
+    try:
+        page = context.new_page()
+        sign_in(page, live_server.url, "phil", "phil-password-123")
+        for path, name in (("/settings/users", "users-phone"), ("/account", "account-phone")):
+            page.goto(live_server.url + path)
+            width = page.evaluate("document.documentElement.scrollWidth")
+            assert width <= 390, f"{path} scrolls sideways ({width}px)"
+            shot(page, name)
+    finally:
+        context.close()

@@ -33,10 +33,20 @@ def test_setup_link_creates_the_first_admin_once(page: Any, live_server: LiveSer
     shot(page, "setup-first-admin-error")
     assert not live_server.pr.accounts.has_admin()
 
+    # the optional recovery email is checked too, and the link survives a refused form
     page.get_by_label("Password", exact=True).fill("first-admin-password")
     page.get_by_label("Repeat password").fill("first-admin-password")
+    page.get_by_label("Recovery email").fill("not an address")
+    page.get_by_role("button", name="Create admin and sign in").click()
+    expect(page.get_by_role("alert")).to_contain_text("Recovery email")
+    assert not live_server.pr.accounts.has_admin()
+
+    page.get_by_label("Password", exact=True).fill("first-admin-password")
+    page.get_by_label("Repeat password").fill("first-admin-password")
+    page.get_by_label("Recovery email").fill("first@example.com")
     page.get_by_role("button", name="Create admin and sign in").click()
     page.wait_for_url(live_server.url + "/settings/email")
+    assert live_server.pr.accounts.get_admin("first-admin").email == "first@example.com"
 
     # Straight to the empty state, with the seed's words.
     expect(page.get_by_role("heading", name="No email profiles configured")).to_be_visible()

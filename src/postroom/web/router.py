@@ -24,6 +24,7 @@ from postroom.web.views import (
     reset,
     subscriptions,
     templates,
+    users,
 )
 
 __all__ = ["create_web_router", "install_web"]
@@ -43,6 +44,7 @@ _MODULES = (
     subscriptions,
     audit,
     account,
+    users,
 )
 
 

@@ -90,7 +90,13 @@ def logout(request: Request, web: WebDep, session: SessionDep, form: PostForm) -
 
 
 def _setup_page(
-    request: Request, web: WebDep, token: str, *, errors: dict[str, str], username: str
+    request: Request,
+    web: WebDep,
+    token: str,
+    *,
+    errors: dict[str, str],
+    username: str,
+    email: str = "",
 ) -> Response:
     return web.page(
         request,
@@ -100,6 +106,7 @@ def _setup_page(
         token=token,
         errors=errors,
         username=username,
+        email=email,
         min_length=MIN_PASSWORD_LENGTH,
     )
 
@@ -127,20 +134,21 @@ def setup(
     """Create the first admin, use up the link and sign that admin in."""
     username = form.get("username", "").strip()
     password = form.get("password", "")
+    email = form.get("email", "").strip()[:254]
     if password != form.get("password_confirm", ""):
         errors = {"password_confirm": "does not match the password"}
-        return _setup_page(request, web, token, errors=errors, username=username)
+        return _setup_page(request, web, token, errors=errors, username=username, email=email)
     receipt = consume_setup_token(web.pr, token)
     if receipt is None:
         return _setup_gone(request, web)
     try:
         web.pr.accounts.create_admin(
-            username, password, role=AdminRole.ADMIN, actor="web:setup-link"
+            username, password, role=AdminRole.ADMIN, email=email or None, actor="web:setup-link"
         )
     except ValidationError as exc:
         restore_setup_token(web.pr, receipt)
         errors = {e.field: e.message for e in exc.errors}
-        return _setup_page(request, web, token, errors=errors, username=username)
+        return _setup_page(request, web, token, errors=errors, username=username, email=email)
     web.sign_in(request, username, AdminRole.ADMIN)
     web.flash(request, "success", f"Welcome, {username}. Your admin account is ready.")
     return see_other("/settings/email")
