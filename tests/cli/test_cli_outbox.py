@@ -86,3 +86,20 @@ def test_send_to_a_utf8_address_is_queued(run) -> None:  # type: ignore[no-untyp
     r = run("send", "--profile", "sink", "--to", "用户@example.test", "--text", "t", "--json")
     assert r.exit_code == 0, r.output
     assert json.loads(r.output)["status"] == "queued"
+
+
+def test_since_and_until_take_a_date_like_the_web(run) -> None:  # type: ignore[no-untyped-def]
+    add_profile(run, 1)
+    sent = json.loads(run("send", "--profile", "sink", "--to", "a@b.test", "--text", "t",
+                          "--json").output)  # fmt: skip
+    from datetime import UTC, datetime
+
+    today = datetime.now(UTC).date().isoformat()
+    r = run("outbox", "list", "--since", today, "--until", today, "--json")
+    assert r.exit_code == 0, r.output
+    assert [m["id"] for m in json.loads(r.output)] == [sent["id"]]  # --until includes the day
+    r = run("outbox", "list", "--since", "2000-01-01", "--until", "2000-01-02", "--json")
+    assert r.exit_code == 0 and json.loads(r.output) == []
+    assert run("outbox", "list", "--since", "2026-01-01T08:00Z").exit_code == 0
+    r = run("outbox", "list", "--since", "yesterday")
+    assert r.exit_code == 2 and "YYYY-MM-DD" in r.output

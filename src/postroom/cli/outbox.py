@@ -54,15 +54,16 @@ def _attachment(path: str) -> dict[str, Any]:
 
 
 def _when(value: str | None, field: str) -> datetime | None:
+    """A date (YYYY-MM-DD: that whole day, for --until too) or an ISO time with zone, as
+    the web's filters take them."""
     if value is None:
         return None
+    from postroom.timebounds import parse_when
+
     try:
-        when = datetime.fromisoformat(value)
-    except ValueError:
-        bad_input(field, f"'{value}' is not an ISO 8601 time such as 2026-11-23T08:00:00+00:00")
-    if when.tzinfo is None:
-        bad_input(field, "needs a time zone, e.g. 2026-11-23T08:00:00+00:00 or …Z")
-    return when
+        return parse_when(value, end=field == "until")
+    except ValueError as exc:
+        bad_input(field, f"{exc} (or a time with zone such as 2026-11-23T08:00Z)")
 
 
 @handle_errors
@@ -181,8 +182,12 @@ def list_messages(
     ] = None,
     profile: Annotated[str | None, typer.Option()] = None,
     process: Annotated[str | None, typer.Option()] = None,
-    since: Annotated[str | None, typer.Option(help="ISO 8601 time with zone.")] = None,
-    until: Annotated[str | None, typer.Option(help="ISO 8601 time with zone.")] = None,
+    since: Annotated[
+        str | None, typer.Option(help="YYYY-MM-DD or an ISO 8601 time with zone.")
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option(help="YYYY-MM-DD (that day included) or a time with zone.")
+    ] = None,
     limit: Annotated[int, typer.Option()] = 50,
     search: SearchOpt = None,
     as_json: JsonOpt = False,

@@ -7,8 +7,9 @@ into what the services take and say in words what is wrong with a value.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, date, datetime, time, timedelta
 from urllib.parse import urlencode
+
+from postroom.timebounds import parse_when
 
 __all__ = ["DEFAULT_LIMIT", "LIMITS", "parse_limit", "parse_when", "query_string", "shorten"]
 
@@ -24,26 +25,6 @@ def parse_limit(raw: str) -> int:
     except ValueError:
         return DEFAULT_LIMIT
     return value if value in LIMITS else DEFAULT_LIMIT
-
-
-def parse_when(raw: str, *, end: bool = False) -> datetime:
-    """A UTC bound from a date (``2025-03-01``) or an ISO time with zone.
-
-    A date means the start of that day, or with ``end`` the start of the next one, so
-    "until 1 March" includes 1 March. Raises ValueError with a message for people.
-    """
-    text = raw.strip()
-    try:
-        if len(text) == 10:
-            day = date.fromisoformat(text)
-            start = datetime.combine(day, time.min, tzinfo=UTC)
-            return start + timedelta(days=1) if end else start
-        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise ValueError("enter a date as YYYY-MM-DD") from None
-    if value.tzinfo is None:
-        raise ValueError("a time needs its zone, e.g. 2025-03-01T08:00Z")
-    return value.astimezone(UTC)
 
 
 def query_string(values: Mapping[str, str | int | None], /, **changes: str | int | None) -> str:
