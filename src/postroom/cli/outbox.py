@@ -252,7 +252,7 @@ def _filters(
     times: dict[str, datetime | None] = {}
     for field, value in (("since", since), ("until", until)):
         try:
-            times[field] = _parse_when(value)
+            times[field] = _parse_when(value, end=field == "until")
         except ValueError as exc:
             problems.append(FieldError(field, str(exc)))
     try:
@@ -264,22 +264,17 @@ def _filters(
     return {"status": status, "profile": profile, "process": process, "search": search, **times}
 
 
-def _parse_when(value: str | None) -> datetime | None:
-    """A time from --since/--until: a date (UTC midnight) or an ISO 8601 time with zone."""
+def _parse_when(value: str | None, *, end: bool = False) -> datetime | None:
+    """A time from --since/--until as the web's filters take it: a date (that whole day,
+    so --until includes it) or an ISO 8601 time with zone."""
     if value is None:
         return None
+    from postroom.timebounds import parse_when
+
     try:
-        if len(value) == 10:
-            return datetime.fromisoformat(value).replace(tzinfo=UTC)
-        when = datetime.fromisoformat(value)
-    except ValueError:
-        raise ValueError(
-            f"'{value}' is not a date (2026-11-23) or an ISO 8601 time such as "
-            "2026-11-23T08:00:00+00:00"
-        ) from None
-    if when.tzinfo is None:
-        raise ValueError("needs a time zone, e.g. 2026-11-23T08:00:00+00:00 or …Z")
-    return when
+        return parse_when(value, end=end)
+    except ValueError as exc:
+        raise ValueError(f"{exc} (or a time with zone such as 2026-11-23T08:00Z)") from None
 
 
 def _act(
