@@ -105,6 +105,7 @@ def test_outbound_benchmark_repeats_runs_and_reports_medians() -> None:
 INBOUND = BENCH.parent / "inbound.py"
 
 
+@pytest.mark.mailservers
 def test_inbound_benchmark_reports_each_phase_beside_the_bare_fetch() -> None:
     """Quick mode: a few messages through a private Dovecot, every phase on SQLite and
     PostgreSQL; checks the report's shape and that each message was stored once."""
