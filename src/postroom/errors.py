@@ -39,6 +39,7 @@ __all__ = [
     "SecretKeyError",
     "SecretReferenceError",
     "StaleVersion",
+    "Unavailable",
     "ValidationError",
 ]
 
@@ -106,6 +107,12 @@ class RateLimited(PostroomError):
     def __init__(self, message: str, *, retry_after_s: int) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
+
+
+class Unavailable(RateLimited):
+    """Not accepted now, nothing stored: retry after ``retry_after_s`` (HTTP 503)."""
+
+    code = "unavailable"
 
 
 class ConfigurationError(PostroomError):

@@ -47,6 +47,9 @@ class Settings(BaseSettings):
     max_recipients_per_message: int = Field(default=500, ge=1, le=100_000)
     max_action_recipients: int = Field(default=100, ge=1, le=10_000)
     max_action_body_bytes: int = Field(default=512 * 1024, ge=1024, le=25 * 2**20)
+    #: REST sends are refused (503, Retry-After) while more messages than this wait to be
+    #: sent (docs/api.md, "Backpressure"); 0: never
+    outbox_max_depth: int = Field(default=100_000, ge=0, le=10**9)
     #: secret references an administrator (REST, web UI) may store: comma-separated
     #: variable names (``SMTP_*`` matches a prefix) and absolute directory prefixes.
     #: The operator's CLI may reference anything except postroom's own keys.

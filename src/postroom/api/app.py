@@ -28,8 +28,10 @@ from postroom.api.routes import (
     profile_detection,
     profiles,
 )
+from postroom.api.timing import ApiLatency, ApiTimer
 from postroom.app import Postroom
 from postroom.notify import pages as unsubscribe_pages
+from postroom.outbox.group_commit import GroupCommit
 from postroom.web import install_web
 
 __all__ = ["API_PREFIX", "create_app"]
@@ -64,6 +66,8 @@ def create_app(app: Postroom) -> FastAPI:
         redoc_url=None,
     )
     api.state.postroom = app
+    # the REST send path: concurrent requests share commits (docs/decisions/0008)
+    api.state.group_commit = GroupCommit(app.outbox, max_depth=app.settings.outbox_max_depth)
     # request bodies are capped before anything reads them (the UI's forms too)
     api.add_middleware(BodyLimit, max_bytes=app.settings.max_request_bytes)
     install_error_handlers(api)
@@ -90,4 +94,6 @@ def create_app(app: Postroom) -> FastAPI:
     api.include_router(oauth2.callback_router)  # the redirect URI, outside /api/v1
     api.include_router(v1)
     api.add_middleware(TrustedProxyHeaders, trusted=app.trusted_proxies)
+    api.state.api_latency = ApiLatency()
+    api.add_middleware(ApiTimer, latency=api.state.api_latency)  # outermost: the whole request
     return api

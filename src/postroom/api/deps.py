@@ -28,8 +28,11 @@ __all__ = [
 ]
 
 
-def get_postroom(request: Request) -> Postroom:
-    """The Postroom the API was created with (``create_app(postroom)``)."""
+async def get_postroom(request: Request) -> Postroom:
+    """The Postroom the API was created with (``create_app(postroom)``).
+
+    ``async`` although it awaits nothing: FastAPI runs a plain function in a worker thread,
+    a hop that cost more than this whole lookup on every request (docs/decisions/0008)."""
     postroom: Postroom = request.app.state.postroom
     return postroom
 
@@ -112,9 +115,10 @@ async def json_object(request: Request) -> dict[str, Any]:
 JsonObject = Annotated[dict[str, Any], Depends(json_object)]
 
 
-def remember_submitted(request: Request) -> None:
+async def remember_submitted(request: Request) -> None:
     """Keep a body FastAPI parsed for a declared model on the request's state (as
-    :func:`json_object` does), so error responses can make sure they quote none of it."""
+    :func:`json_object` does), so error responses can make sure they quote none of it.
+    ``async`` (awaiting nothing) so that every request is spared a worker-thread hop."""
     parsed = getattr(request, "_json", None)  # Starlette's cache of request.json()
     if parsed is not None and not hasattr(request.state, "submitted"):
         request.state.submitted = parsed

@@ -41,6 +41,7 @@ from postroom.errors import (
     PermissionDenied,
     PostroomError,
     RateLimited,
+    Unavailable,
     ValidationError,
 )
 from postroom.jsonlimits import MAX_DEPTH, JsonTooDeep
@@ -111,6 +112,7 @@ _STATUS: tuple[tuple[type[PostroomError], int], ...] = (
     (Conflict, 409),
     (PermissionDenied, 403),
     (Unauthorized, 401),
+    (Unavailable, 503),  # before RateLimited, which it is (both send Retry-After)
     (RateLimited, 429),
     (TemplateError, 422),
 )

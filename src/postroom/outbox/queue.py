@@ -416,6 +416,33 @@ def _insert_rows(
     return out
 
 
+def _add(s: Session, items: Sequence[Enqueue]) -> builtins.list[int]:
+    """Stage ``items`` (the caller commits); a repeated idempotency key, stored before or
+    earlier in ``items``, gives the id first stored with it instead of a new message."""
+    keys = [i.idempotency_key for i in items if i.idempotency_key]
+    existing: dict[str, int] = {}
+    if keys:
+        existing = dict(
+            s.execute(select(_M.idempotency_key, _M.id).where(_M.idempotency_key.in_(keys))).all()
+        )
+    fresh: list[Enqueue] = []
+    first_of_key: dict[str, int] = {}  # key → index in fresh
+    slots: list[int | tuple[int]] = []  # an existing id, or (index in fresh,)
+    for item in items:
+        key = item.idempotency_key
+        if key and key in existing:
+            slots.append(existing[key])
+        elif key and key in first_of_key:
+            slots.append((first_of_key[key],))
+        else:
+            if key:
+                first_of_key[key] = len(fresh)
+            slots.append((len(fresh),))
+            fresh.append(item)
+    ids = stage(s, fresh)
+    return [ids[x[0]] if isinstance(x, tuple) else x for x in slots]
+
+
 class OutboxQueue:
     def __init__(
         self, sessions: sessionmaker[Session], *, retry: RetryPolicy | None = None
@@ -432,30 +459,8 @@ class OutboxQueue:
         (also within one batch).
         """
         with self._sessions() as s:
-            keys = [i.idempotency_key for i in items if i.idempotency_key]
-            existing: dict[str, int] = {}
-            if keys:
-                existing = dict(
-                    s.execute(
-                        select(_M.idempotency_key, _M.id).where(_M.idempotency_key.in_(keys))
-                    ).all()
-                )
-            fresh: list[Enqueue] = []
-            first_of_key: dict[str, int] = {}  # key → index in fresh
-            slots: list[int | tuple[int]] = []  # an existing id, or (index in fresh,)
-            for item in items:
-                key = item.idempotency_key
-                if key and key in existing:
-                    slots.append(existing[key])
-                elif key and key in first_of_key:
-                    slots.append((first_of_key[key],))
-                else:
-                    if key:
-                        first_of_key[key] = len(fresh)
-                    slots.append((len(fresh),))
-                    fresh.append(item)
             try:
-                ids = stage(s, fresh)
+                ids = _add(s, items)
                 s.commit()
             except IntegrityError:
                 # two callers raced with the same idempotency key: the first one won
@@ -467,7 +472,43 @@ class OutboxQueue:
                     if found is not None:
                         return [found]
                 raise
-            return [ids[x[0]] if isinstance(x, tuple) else x for x in slots]
+            return ids
+
+    def add_groups(
+        self, groups: Sequence[Sequence[Enqueue]]
+    ) -> builtins.list[builtins.list[int] | Exception]:
+        """Store several callers' batches in ONE transaction (one commit, one ``fsync``):
+        group commit. Returns each group's ids, in order, once committed.
+
+        Each group stays all-or-nothing. A repeated idempotency key, within a group or
+        across groups, yields the id first stored with it. When the shared transaction
+        fails on a constraint (another process stored an idempotency key meanwhile), every
+        group is stored again on its own, so one caller's conflict is not the others'; any
+        other failure (the database went away) is raised: nothing of any group is stored.
+        """
+        flat = [item for group in groups for item in group]
+        with self._sessions() as s:
+            try:
+                ids = _add(s, flat)
+                s.commit()
+            except IntegrityError:
+                s.rollback()
+                if len(groups) == 1:
+                    return [self._add_or_error(groups[0])]
+            else:
+                out: list[builtins.list[int] | Exception] = []
+                k = 0
+                for group in groups:
+                    out.append(ids[k : k + len(group)])
+                    k += len(group)
+                return out
+        return [self._add_or_error(group) for group in groups]
+
+    def _add_or_error(self, items: Sequence[Enqueue]) -> builtins.list[int] | Exception:
+        try:
+            return self.add(items)
+        except IntegrityError as exc:
+            return exc
 
     # -- workers ----------------------------------------------------------------------------
 

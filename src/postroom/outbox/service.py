@@ -165,17 +165,48 @@ class Outbox:
         cache: dict[tuple[str | None, str | None], _Resolved] = {}
         now = datetime.now(UTC)  # one time for the batch: it is stored in one transaction
         with self._sessions() as s:
-            items = []
-            for index, req in enumerate(requests):
-                try:
-                    items.append(self._prepare(s, req, cache, now, scope))
-                except ValidationError as exc:
-                    if len(requests) == 1:
-                        raise
-                    raise ValidationError(
-                        [FieldError(f"{index}.{e.field}", e.message) for e in exc.errors]
-                    ) from None
+            items = self._prepare_all(s, requests, cache, now, scope)
         return self.queue.add(items)
+
+    def send_groups(
+        self, batches: Sequence[tuple[Sequence[SendRequest], SenderScope | None]], /
+    ) -> builtins.list[builtins.list[int] | Exception]:
+        """Several callers' :meth:`send_many` batches stored with ONE commit (group commit,
+        :mod:`postroom.outbox.group_commit`). Each batch is validated and stored all or
+        nothing on its own: the result is its ids, or the error that refused it. A failure
+        of the shared commit itself is raised (then nothing of any batch was stored)."""
+        cache: dict[tuple[str | None, str | None], _Resolved] = {}
+        now = datetime.now(UTC)
+        prepared: builtins.list[builtins.list[Enqueue] | Exception] = []
+        with self._sessions() as s:
+            for requests, scope in batches:
+                try:
+                    prepared.append(self._prepare_all(s, requests, cache, now, scope))
+                except Exception as exc:  # noqa: BLE001 - it is that caller's answer
+                    prepared.append(exc)
+        ready = [p for p in prepared if not isinstance(p, Exception)]
+        stored = iter(self.queue.add_groups(ready) if ready else [])
+        return [p if isinstance(p, Exception) else next(stored) for p in prepared]
+
+    def _prepare_all(
+        self,
+        s: Session,
+        requests: Sequence[SendRequest],
+        cache: dict[tuple[str | None, str | None], _Resolved],
+        now: datetime,
+        scope: SenderScope | None,
+    ) -> builtins.list[Enqueue]:
+        items = []
+        for index, req in enumerate(requests):
+            try:
+                items.append(self._prepare(s, req, cache, now, scope))
+            except ValidationError as exc:
+                if len(requests) == 1:
+                    raise
+                raise ValidationError(
+                    [FieldError(f"{index}.{e.field}", e.message) for e in exc.errors]
+                ) from None
+        return items
 
     def stager(self, session: Session, /) -> Stager:
         """Stage messages in the caller's transaction (they commit with the caller's rows)."""

@@ -6,13 +6,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from postroom.api.deps import JsonObject, PostroomDep, PrincipalDep, require_admin
 from postroom.api.errors import ERROR_RESPONSES, error_responses
 from postroom.api.openapi import json_body
 from postroom.errors import FieldError, ValidationError
+from postroom.outbox.group_commit import GroupCommit
 from postroom.outbox.schemas import OutboxRead, OutboxStatus, OutboxSummary
 from postroom.outbox.search import TERM_MAX
 from postroom.outbox.service import SendRequest
@@ -69,20 +70,21 @@ def _request(data: Any, prefix: str = "") -> SendRequest:
         "(base64 content), priority; plus profile or process, idempotency_key, send_at.",
     ),
 )
-def send(postroom: PostroomDep, principal: PrincipalDep, body: JsonObject) -> Queued | QueuedBatch:
-    """Returns once the message is durably stored; delivery happens in the background."""
+async def send(request: Request, principal: PrincipalDep, body: JsonObject) -> Queued | QueuedBatch:
+    """Returns once the message is durably stored; delivery happens in the background.
+
+    Concurrent requests share commits (postroom.outbox.group_commit); 503 with Retry-After
+    while the outbox is fuller than POSTROOM_OUTBOX_MAX_DEPTH."""
+    group: GroupCommit = request.app.state.group_commit
     if "messages" in body:
         items = body["messages"]
         if not isinstance(items, list) or not items:
             raise ValidationError(FieldError("messages", "must be a non-empty list"))
         if len(items) > _BATCH_MAX:
             raise ValidationError(FieldError("messages", f"at most {_BATCH_MAX} per request"))
-        ids = postroom.outbox.send_many(
-            [_request(m, f"messages.{i}.") for i, m in enumerate(items)], scope=principal.scope
-        )
-        return QueuedBatch(ids=ids)
-    req = _request(body)
-    return Queued(id=postroom.outbox.send_many([req], scope=principal.scope)[0])
+        requests = [_request(m, f"messages.{i}.") for i, m in enumerate(items)]
+        return QueuedBatch(ids=await group.send(requests, principal.scope))
+    return Queued(id=(await group.send([_request(body)], principal.scope))[0])
 
 
 @router.get("", response_model=list[OutboxSummary], summary="Messages, newest first")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse
 
 from postroom.api.deps import PostroomDep
@@ -14,7 +14,11 @@ router = APIRouter(tags=["health"])
 
 
 @router.get("/metrics", response_class=PlainTextResponse, summary="Prometheus metrics")
-def metrics(postroom: PostroomDep) -> PlainTextResponse:
+def metrics(postroom: PostroomDep, request: Request) -> PlainTextResponse:
+    # the outbox from the database (the same whichever process is scraped), then this
+    # process's own send path: request latency and commit batch sizes
+    text = render_metrics(postroom.sessions)
+    own = [*request.app.state.api_latency.render(), *request.app.state.group_commit.stats.render()]
     return PlainTextResponse(
-        render_metrics(postroom.sessions), media_type="text/plain; version=0.0.4; charset=utf-8"
+        text + "\n".join(own) + "\n", media_type="text/plain; version=0.0.4; charset=utf-8"
     )
