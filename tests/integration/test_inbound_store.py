@@ -185,3 +185,47 @@ def test_a_bounce_that_arrives_before_sent_is_recorded_applies_when_it_is(app: P
     )
     app.outbox.queue.complete(sent(app.outbox.queue.claim("w1", limit=5, lease_s=60)))
     assert app.outbox.get(third).status == "sent"
+
+
+def test_a_bounce_stored_while_sent_is_being_written_is_not_lost(app_factory) -> None:  # type: ignore[no-untyped-def]
+    """PostgreSQL, read committed: the worker's ``sent`` write is not committed yet when
+    the notice is checked. The check waits for it (the outbox row is locked) and then
+    bounces the message; unlocked, each side missed the other and the notice was lost."""
+    import threading
+
+    app = app_factory("postgresql")
+    service = inbound(app)
+    profile_id = receiving(app)
+    outbox_id = app.send(
+        {"to": ["bob@example.com"], "subject": "Report", "text": "x"}, profile="Support inbox"
+    )
+    claims = app.outbox.queue.claim("w1", limit=1, lease_s=60)
+    mailbox = service.mailboxes.ensure(profile_id, "INBOX")
+    service.mailboxes.acquire(mailbox, "me", lease_s=30)
+    service.mailboxes.position(mailbox, "me", 1)
+    where = Location(mailbox, "me", profile_id, "Support inbox", "INBOX", 1)
+    dsn = parse_inbound(b"From: MAILER-DAEMON@x\r\nSubject: Undelivered\r\n\r\nx\r\n")
+    assert isinstance(dsn, Parsed)
+    message_id = app.outbox.get(outbox_id).message_id
+    failed = RecipientStatus("bob@example.com", "failed", "5.1.1", "550 5.1.1 no such user")
+    bounce = Bounce(message_id, [failed], tokens=[make_token(*app.hmac_keys.current(), message_id)])
+    stored: list[int | None] = []
+    with app.sessions() as worker_tx:
+        # the worker's complete path, written but not committed
+        assert app.outbox.queue._complete(worker_tx, [
+            Delivery(claims[0], Outcome.SENT, 250, "250 ok", "w1")
+        ]) == []  # fmt: skip
+        listener = threading.Thread(
+            target=lambda: stored.append(
+                service.store.store(where, 1, dsn, size=10, sha256="1" * 64, bounce=bounce)
+            )
+        )
+        listener.start()
+        listener.join(0.5)  # the notice's check waits for the worker's transaction
+        worker_tx.commit()
+    listener.join(10)
+    assert not listener.is_alive() and stored and stored[0] is not None
+    message = app.outbox.get(outbox_id)
+    assert (message.status, message.last_code) == ("bounced", 550)
+    info = service.get(stored[0]).bounce
+    assert info is not None and info.outbox_id == outbox_id
