@@ -224,3 +224,30 @@ document.querySelectorAll("form[data-enhance]").forEach((form) => {
   wireTests(form);
   wireEnterActions(form);
 });
+
+// The outbox's counts by status refresh themselves; without this file they are plain links.
+function wireLiveCounts(list) {
+  const url = list.dataset.liveCounts;
+  const refresh = async () => {
+    if (document.hidden) return;
+    try {
+      const response = await fetch(url, { headers: { Accept: "application/json" }, credentials: "same-origin" });
+      if (!response.ok) return;
+      const counts = await response.json();
+      list.querySelectorAll(".count[data-status]").forEach((span) => {
+        const value = counts[span.dataset.status] || 0;
+        span.textContent = String(value);
+        const item = span.closest("li");
+        if (span.dataset.status !== "all") item.hidden = value === 0;
+      });
+      list.dataset.refreshed = String(Date.now());
+    } catch (error) {
+      // offline for a moment: keep the last counts
+    }
+  };
+  const seconds = Number(list.dataset.refreshSeconds || 10);
+  window.setInterval(refresh, seconds * 1000);
+  document.addEventListener("visibilitychange", refresh);
+}
+
+document.querySelectorAll("[data-live-counts]").forEach(wireLiveCounts);

@@ -1,7 +1,9 @@
 """The outbox: what was sent, what is waiting, what failed and why; retry or cancel one message.
 
-The list is a GET form (status, profile, process, since, until) with pages of ``limit``
-messages and an "Older" link; the message page shows every attempt with the server's reply.
+The list is a GET form (search, status, profile, process, since, until) with pages of
+``limit`` messages and an "Older" link; the message page shows every attempt with the
+server's reply. A filtered set can be retried or cancelled at once after a confirmation
+page naming the count; the counts by status refresh themselves (``/counts``, JSON).
 """
 
 from __future__ import annotations
@@ -11,10 +13,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import Query, Request, Response
+from fastapi.responses import JSONResponse
 
 from postroom.app import Postroom
-from postroom.errors import Conflict, NotFound
+from postroom.errors import Conflict, NotFound, ValidationError
 from postroom.outbox.schemas import OutboxStatus, OutboxSummary
+from postroom.outbox.search import search_term
 from postroom.web.core import EditorForm, PageNotFound, UserDep, WebDep, see_other
 from postroom.web.listing import LIMITS, parse_limit, parse_when, query_string, shorten
 from postroom.web.views.common import Route
@@ -39,13 +43,19 @@ class Filters:
     since: str = ""
     until: str = ""
     limit: str = ""
+    q: str = ""
 
     def query(self, **changes: str | int | None) -> str:
         return query_string(asdict(self), **changes)
 
     @property
     def active(self) -> bool:
-        return any((self.status, self.profile, self.process, self.since, self.until))
+        return any((self.status, self.profile, self.process, self.since, self.until, self.q))
+
+    @property
+    def hidden(self) -> list[tuple[str, str]]:
+        """The set filters as (name, value), carried by the bulk confirmation form."""
+        return [(k, v) for k, v in asdict(self).items() if v and k != "limit"]
 
 
 def _service_filters(f: Filters) -> tuple[dict[str, Any], dict[str, str]]:
@@ -70,6 +80,13 @@ def _service_filters(f: Filters) -> tuple[dict[str, Any], dict[str, str]]:
                 errors[name] = str(exc)
     if "since" in kwargs and "until" in kwargs and kwargs["until"] <= kwargs["since"]:
         errors["until"] = "must not be before the start date"
+    try:
+        term = search_term(f.q)
+    except ValidationError as exc:
+        errors["q"] = exc.errors[0].message
+    else:
+        if term is not None:
+            kwargs["search"] = term
     return kwargs, errors
 
 
@@ -114,9 +131,10 @@ def outbox_page(
     until: Annotated[str, Query()] = "",
     limit: Annotated[str, Query()] = "",
     before: Annotated[str, Query()] = "",
+    q: Annotated[str, Query()] = "",
 ) -> Response:
     """Messages newest first, filtered; ``before`` pages to older ones."""
-    filters = Filters(status, profile, process, since, until, limit)
+    filters = Filters(status, profile, process, since, until, limit, q)
     kwargs, errors = _service_filters(filters)
     size = parse_limit(limit)
     anchor = int(before) if before.isdigit() and len(before) <= 18 else None
@@ -146,7 +164,97 @@ def outbox_page(
         paged=anchor is not None,
         newest=filters.query(),
         older=older,
+        can_edit=user.can_edit,
+        bulk_retry=filters.query(action="retry", limit=None),
+        bulk_cancel=filters.query(action="cancel", limit=None),
     )
+
+
+def counts_json(web: WebDep, user: UserDep) -> Response:
+    """The counts by status, for the list page to refresh without a reload."""
+    counts = web.pr.outbox.queue.counts()
+    body = {"all": sum(counts.values()), **{s.value: counts.get(s.value, 0) for s in OutboxStatus}}
+    return JSONResponse(body, headers={"Cache-Control": "no-store"})
+
+
+_VERBS = {
+    "retry": ("Retry", "retried", "queued again"),
+    "cancel": ("Cancel", "cancelled", "cancelled"),
+}
+
+
+def _bulk_filters(values: dict[str, str]) -> tuple[str, Filters, dict[str, Any], dict[str, str]]:
+    action = values.get("action", "")
+    filters = Filters(
+        status=values.get("status", ""), profile=values.get("profile", ""),
+        process=values.get("process", ""), since=values.get("since", ""),
+        until=values.get("until", ""), q=values.get("q", ""),
+    )  # fmt: skip
+    kwargs, errors = _service_filters(filters)
+    if action not in _VERBS:
+        raise PageNotFound("Choose Retry or Cancel from the outbox list.")
+    if not filters.active:
+        errors["filters"] = "choose at least one filter first"
+    return action, filters, kwargs, errors
+
+
+def bulk_page(
+    request: Request,
+    web: WebDep,
+    user: UserDep,
+    action: Annotated[str, Query()] = "",
+    status: Annotated[str, Query()] = "",
+    profile: Annotated[str, Query()] = "",
+    process: Annotated[str, Query()] = "",
+    since: Annotated[str, Query()] = "",
+    until: Annotated[str, Query()] = "",
+    q: Annotated[str, Query()] = "",
+) -> Response:
+    """The confirmation step: how many messages the filters match that the action applies to."""
+    values = {"action": action, "status": status, "profile": profile, "process": process,
+              "since": since, "until": until, "q": q}  # fmt: skip
+    action, filters, kwargs, errors = _bulk_filters(values)
+    count = 0
+    if not errors:
+        try:
+            count = web.pr.outbox.bulk_count(action, **kwargs)
+        except ValidationError as exc:
+            errors.update({e.field: e.message for e in exc.errors})
+    verb, done, _ = _VERBS[action]
+    return web.page(
+        request,
+        "outbox_bulk.html",
+        status=422 if errors else 200,
+        title=f"{verb} messages",
+        action=action,
+        verb=verb,
+        done=done,
+        count=count,
+        filters=filters,
+        errors=errors,
+        can_edit=user.can_edit,
+        back=filters.query(),
+    )
+
+
+def bulk(request: Request, web: WebDep, user: UserDep, form: EditorForm) -> Response:
+    """Retry or cancel every matching message; one audit entry with the filters and count."""
+    action, filters, kwargs, errors = _bulk_filters(form)
+    back = f"{LIST}{filters.query()}"
+    if errors:
+        web.flash(request, "error", "; ".join(f"{k}: {v}" for k, v in errors.items()))
+        return see_other(back)
+    try:
+        count = web.pr.outbox.bulk(action, actor=user.actor, **kwargs)
+    except ValidationError as exc:
+        web.flash(request, "error", "; ".join(f"{e.field}: {e.message}" for e in exc.errors))
+        return see_other(back)
+    _, done, result = _VERBS[action]
+    if count:
+        web.flash(request, "success", f"{count} message(s) {result}.")
+    else:
+        web.flash(request, "error", f"No matching message could be {done} any more.")
+    return see_other(back)
 
 
 def message_page(request: Request, web: WebDep, user: UserDep, message_id: str) -> Response:
@@ -199,6 +307,9 @@ def cancel(
 
 ROUTES = [
     Route(LIST, outbox_page),
+    Route(LIST + "/counts", counts_json),
+    Route(LIST + "/bulk", bulk_page),
+    Route(LIST + "/bulk", bulk, ["POST"]),
     Route(LIST + "/{message_id}", message_page),
     Route(LIST + "/{message_id}/retry", retry, ["POST"]),
     Route(LIST + "/{message_id}/cancel", cancel, ["POST"]),
