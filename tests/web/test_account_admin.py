@@ -171,3 +171,85 @@ def test_users_page_fits_a_phone_screen(browser: Any, live_server: LiveServer) -
             shot(page, name)
     finally:
         context.close()
+
+
+def test_api_keys_are_created_shown_once_listed_and_revoked_in_the_ui(
+    browser: Any, page: Any, live_server: LiveServer
+) -> None:
+    pr = live_server.pr
+    base = live_server.url
+    pr.accounts.create_admin("kim", "kim-password-123", role="admin")
+    pr.accounts.create_admin("kai", "kai-password-123", role="viewer")
+    other = browser.new_context()
+    try:
+        viewer = other.new_page()
+        sign_in(viewer, base, "kai", "kai-password-123")
+        expect(viewer.get_by_role("link", name="API keys")).to_have_count(0)
+        assert viewer.goto(base + "/settings/apikeys").status == 403
+    finally:
+        other.close()
+
+    sign_in(page, base, "kim", "kim-password-123")
+    page.get_by_role("link", name="API keys").click()
+    page.wait_for_url(base + "/settings/apikeys")
+
+    # every problem at once, nothing created
+    page.get_by_label("Role").select_option("admin")
+    page.get_by_label("Processes").fill("nightly")
+    page.get_by_label("Profiles").fill("No such profile")
+    page.get_by_role("button", name="Create API key").click()
+    summary = page.get_by_role("alert")
+    expect(summary).to_contain_text("Name")
+    expect(summary).to_contain_text("only a sender key can be limited")
+    expect(summary).to_contain_text("no profile named 'No such profile'")
+    before = {k.name for k in pr.accounts.list_api_keys()}
+
+    page.get_by_label("Name", exact=True).fill("n8n-nightly")
+    page.get_by_label("Role").select_option("sender")
+    page.get_by_label("Processes").fill("nightly, weekly")
+    page.get_by_label("Profiles").fill("")
+    page.get_by_role("button", name="Create API key").click()
+    key = page.get_by_label("New key").input_value()
+    assert key.startswith("prk_")
+    shot(page, "apikeys-created")
+    assert {k.name for k in pr.accounts.list_api_keys()} - before == {"n8n-nightly"}
+
+    # shown once: the list afterwards has the prefix only
+    page.goto(base + "/settings/apikeys")
+    assert key not in page.content()
+    row = page.get_by_role("row").filter(has_text="n8n-nightly")
+    expect(row).to_contain_text("sender")
+    expect(row).to_contain_text("nightly, weekly")
+    expect(row).to_contain_text("never")
+
+    api = page.request.get(base + "/api/v1/messages", headers={"Authorization": f"Bearer {key}"})
+    assert api.status == 200
+    page.reload()
+    expect(page.get_by_role("row").filter(has_text="n8n-nightly")).not_to_contain_text("never")
+
+    page.get_by_role("button", name="Revoke API key n8n-nightly").click()
+    expect(page.get_by_text("API key 'n8n-nightly' revoked")).to_be_visible()
+    expect(page.get_by_role("row").filter(has_text="n8n-nightly")).to_contain_text("Revoked")
+    api = page.request.get(base + "/api/v1/messages", headers={"Authorization": f"Bearer {key}"})
+    assert api.status == 401
+
+    entries = [
+        (e.action, e.actor) for e in pr.audit.list(target_type="api_key", target="n8n-nightly")
+    ]
+    assert ("create", "web:kim") in entries and ("revoke", "web:kim") in entries
+
+
+def test_api_keys_page_fits_a_phone_screen(browser: Any, live_server: LiveServer) -> None:
+    pr = live_server.pr
+    pr.accounts.create_admin("pia", "pia-password-123", role="admin")
+    pr.accounts.create_api_key("phone-key", role="sender", processes=["a-rather-long-process"])
+    context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True)
+    try:
+        page = context.new_page()
+        sign_in(page, live_server.url, "pia", "pia-password-123")
+        page.goto(live_server.url + "/settings/apikeys")
+        width = page.evaluate("document.documentElement.scrollWidth")
+        assert width <= 390, f"/settings/apikeys scrolls sideways ({width}px)"
+        shot(page, "apikeys-phone")
+    finally:
+        context.close()

@@ -12,6 +12,7 @@ from postroom.web.render import STATIC_FILES, read_static
 from postroom.web.views import (
     account,
     actions,
+    apikeys,
     audit,
     auth,
     inbound,
@@ -45,6 +46,7 @@ _MODULES = (
     audit,
     account,
     users,
+    apikeys,
 )
 
 

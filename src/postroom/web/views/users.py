@@ -15,12 +15,12 @@ from postroom.web.core import EditorForm, Forbidden, UserDep, WebDep, WebUser, s
 from postroom.web.views.common import Route
 from postroom.web.views.reset import link_base
 
-__all__ = ["ROUTES"]
+__all__ = ["ROUTES", "admins_only"]
 
 LIST = "/settings/users"
 
 
-def _admins_only(user: WebUser) -> None:
+def admins_only(user: WebUser) -> None:
     if not user.can_edit:
         raise Forbidden(
             f"Your account '{user.name}' has the viewer role: only administrators manage "
@@ -38,7 +38,7 @@ def _page(
     link: dict[str, str] | None = None,
     status: int = 200,
 ) -> Response:
-    _admins_only(user)
+    admins_only(user)
     return web.page(
         request,
         "users.html",
