@@ -9,6 +9,7 @@ import typer
 
 from postroom.cli._common import (
     CLI_ACTOR,
+    PlainHelpGroup,
     bad_input,
     fail,
     group,
@@ -37,6 +38,7 @@ cli = typer.Typer(
     help="Email for automation platforms: profiles, diagnosis, delivery, inbound mail.",
     no_args_is_help=True,
     rich_markup_mode=None,
+    cls=PlainHelpGroup,
     pretty_exceptions_enable=False,
     add_completion=False,
 )

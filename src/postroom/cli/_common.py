@@ -13,9 +13,10 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, ParamSpec, TypeVar, get_args, get_origin
 
 import typer
+from typer.core import TyperGroup
 
 from postroom.errors import (
     ConfigurationError,
@@ -36,10 +37,39 @@ EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 CLI_ACTOR = "cli"
 
 
+class PlainHelpGroup(TyperGroup):
+    """A group whose commands show a word for each value in their help (``--smtp-host HOST``,
+    ``--limit N``, ``--lease SECONDS``) where the command did not name one, instead of
+    Typer's ``<str>``, ``<int>`` and ``<list[str]>``."""
+
+    def __init__(self, **attrs: Any) -> None:
+        super().__init__(**attrs)
+        for command in self.commands.values():
+            for param in getattr(command, "params", ()):
+                if param.metavar is None and not getattr(param, "is_flag", False):
+                    param.metavar = _metavar(param)
+                if param.param_type_name == "argument":
+                    # the word is the argument's name already: no "NAME <str>"
+                    param.display_type_rich = lambda ctx: None
+
+
+def _metavar(param: Any) -> str:
+    opts: list[str] = [o for o in param.opts if o.startswith("--")] or [param.name or "value"]
+    word = opts[0].lstrip("-").rsplit("-", 1)[-1].upper()
+    annotation = getattr(getattr(param, "type_descriptor", None), "annotation", None)
+    if get_origin(annotation) is list:
+        (annotation,) = get_args(annotation)
+    if annotation is float:
+        return "SECONDS"
+    if annotation is int and word not in ("PORT", "ID", "VERSION"):
+        return "N"
+    return word
+
+
 def group(help: str) -> typer.Typer:
     """A command group. Help is plain text: Rich's boxes cost half a second to import and
     cut long flag names at 80 columns."""
-    return typer.Typer(help=help, no_args_is_help=True, rich_markup_mode=None)
+    return typer.Typer(help=help, no_args_is_help=True, rich_markup_mode=None, cls=PlainHelpGroup)
 
 
 def err(message: str) -> None:

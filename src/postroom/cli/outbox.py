@@ -68,28 +68,51 @@ def _when(value: str | None, field: str) -> datetime | None:
 
 @handle_errors
 def send(
-    to: Annotated[list[str], typer.Option("--to", help="Recipient; repeat for several.")],
-    subject: Annotated[str, typer.Option("--subject")] = "",
+    to: Annotated[
+        list[str], typer.Option("--to", metavar="ADDRESS", help="Recipient; repeat for several.")
+    ],
+    subject: Annotated[str, typer.Option("--subject", help="Subject line.")] = "",
     text: Annotated[
-        str | None, typer.Option("--text", help="Plain-text body ('-' = stdin).")
+        str | None, typer.Option("--text", metavar="TEXT|-", help="Plain-text body ('-' = stdin).")
     ] = None,
-    html: Annotated[str | None, typer.Option("--html", help="HTML body, or @FILE.")] = None,
-    cc: Annotated[list[str] | None, typer.Option("--cc")] = None,
-    bcc: Annotated[list[str] | None, typer.Option("--bcc")] = None,
-    reply_to: Annotated[str | None, typer.Option("--reply-to")] = None,
-    attach: Annotated[list[str] | None, typer.Option("--attach", help="A file; repeat.")] = None,
+    html: Annotated[
+        str | None, typer.Option("--html", metavar="HTML|@FILE", help="HTML body, or @FILE.")
+    ] = None,
+    cc: Annotated[
+        list[str] | None, typer.Option("--cc", metavar="ADDRESS", help="Copy to; repeat.")
+    ] = None,
+    bcc: Annotated[
+        list[str] | None, typer.Option("--bcc", metavar="ADDRESS", help="Blind copy to; repeat.")
+    ] = None,
+    reply_to: Annotated[
+        str | None, typer.Option("--reply-to", metavar="ADDRESS", help="Where replies go.")
+    ] = None,
+    attach: Annotated[
+        list[str] | None, typer.Option("--attach", metavar="FILE", help="Attach a file; repeat.")
+    ] = None,
     header: Annotated[
-        list[str] | None, typer.Option("--header", help="'Name: value'; repeat.")
+        list[str] | None,
+        typer.Option("--header", metavar="'NAME: VALUE'", help="Extra header; repeat."),
     ] = None,
     priority: Annotated[str, typer.Option(help="high | normal | low")] = "normal",
-    profile: Annotated[str | None, typer.Option("--profile")] = None,
-    process: Annotated[str | None, typer.Option("--process")] = None,
-    idempotency_key: Annotated[str | None, typer.Option("--idempotency-key")] = None,
+    profile: Annotated[
+        str | None, typer.Option("--profile", metavar="NAME", help="Send through this profile.")
+    ] = None,
+    process: Annotated[
+        str | None,
+        typer.Option("--process", metavar="NAME", help="Send as this process (its bound profile)."),
+    ] = None,
+    idempotency_key: Annotated[
+        str | None, typer.Option("--idempotency-key", help="The same key queues the message once.")
+    ] = None,
     send_at: Annotated[
-        str | None, typer.Option("--send-at", help="ISO 8601 time with zone.")
+        str | None,
+        typer.Option("--send-at", metavar="TIME", help="Not before; ISO 8601 with zone."),
     ] = None,
     wait: Annotated[bool, typer.Option("--wait", help="Wait until it is sent or failed.")] = False,
-    wait_timeout: Annotated[float, typer.Option("--wait-timeout")] = 60.0,
+    wait_timeout: Annotated[
+        float, typer.Option("--wait-timeout", help="Give up waiting after this long.")
+    ] = 60.0,
     as_json: JsonOpt = False,
 ) -> None:
     """Queue a message; prints its id. With --wait, exits 1 unless it was sent."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -20,7 +21,7 @@ from postroom.cli._common import (
 )
 
 if TYPE_CHECKING:
-    from postroom.diagnostics.steps import Diagnosis
+    from postroom.diagnostics.steps import Diagnosis, Step
     from postroom.profiles.schemas import ProfileRead
 
 profile_app = group("Manage email profiles (SMTP out, optional IMAP in).")
@@ -258,7 +259,7 @@ def add_or_edit(
     force: Annotated[bool, Opt("--force", help="Disable even when processes use it.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Create (add) or change (edit) a profile from flags named after its fields."""
+    """Create (add) or change (edit) a profile; see the help of `profile add` and `edit`."""
     editing = ctx.info_name == "edit"
     if not editing and (new_name or version is not None or no_imap or force):
         bad_input("name", "--name, --version, --no-imap and --force are for `profile edit`")
@@ -346,8 +347,40 @@ def add_or_edit(
         _warn(p)
 
 
-profile_app.command("add")(handle_errors(add_or_edit))
-profile_app.command("edit")(handle_errors(add_or_edit))
+_EDIT_ONLY = ("new_name", "no_imap", "version", "force")
+
+
+def _variant(doc: str, *, editing: bool) -> Callable[..., None]:
+    """``add_or_edit`` under its own help text; ``add`` without the flags only ``edit`` has."""
+    import inspect
+
+    def command(**kwargs: Any) -> None:
+        add_or_edit(**kwargs)
+
+    signature = inspect.signature(add_or_edit, eval_str=True)
+    keep = [p for p in signature.parameters.values() if editing or p.name not in _EDIT_ONLY]
+    command.__signature__ = signature.replace(parameters=keep)  # type: ignore[attr-defined]
+    command.__annotations__ = {p.name: p.annotation for p in keep} | {"return": None}
+    command.__doc__ = doc
+    return handle_errors(command)
+
+
+profile_app.command("add")(
+    _variant(
+        """Create a profile from flags named after its fields.
+
+        The SMTP password comes from --password-stdin, --password-env or a prompt.""",
+        editing=False,
+    )
+)
+profile_app.command("edit")(
+    _variant(
+        """Change the given fields of a profile; the others stay as they are.
+
+        A new host, port, security or username needs that side's password again.""",
+        editing=True,
+    )
+)
 
 
 @profile_app.command("apply")
@@ -424,12 +457,17 @@ def explain(process: str, as_json: JsonOpt = False) -> None:
         raise typer.Exit(1)
 
 
-def print_diagnosis(d: Diagnosis) -> None:
-    """Steps one per line, then the verdict, the message and the hint."""
+def _step_line(s: Step, width: int) -> str:
+    mark = "ok  " if s.ok else "FAIL"
+    return f"  {mark} {s.name.ljust(width)} {s.ms:>8.1f} ms  {s.detail}"
+
+
+def print_diagnosis(d: Diagnosis, *, steps: bool = True) -> None:
+    """Steps one per line (unless already shown as they finished), then the verdict, the
+    message and the hint."""
     width = max((len(s.name) for s in d.steps), default=4)
-    for s in d.steps:
-        mark = "ok  " if s.ok else "FAIL"
-        typer.echo(f"  {mark} {s.name.ljust(width)} {s.ms:>8.1f} ms  {s.detail}")
+    for s in d.steps if steps else ():
+        typer.echo(_step_line(s, width))
     if d.ok:
         typer.echo(f"Passed ({d.kind}) in {d.total_ms / 1000:.1f} s.")
     elif d.error is not None:
@@ -458,21 +496,36 @@ def test(
     settings = read_document(file) if file else None
     if name is None and settings is None:
         bad_input("name", "give a profile name, or -f FILE with unsaved settings")
-    with opened() as app:
-        d = app.test_profile(
-            name,
-            settings=settings,
-            imap=imap,
-            smtp=not imap or roundtrip,
-            send_to=send_to,
-            roundtrip=roundtrip,
-            actor=CLI_ACTOR,
-            operator=True,
-        )
+    from postroom.diagnostics.recorder import STEP_LISTENER
+
+    shown: list[Step] = []
+
+    def show_step(kind: str, step: Step) -> None:
+        # a test can take 30 s: each step is printed the moment it finishes
+        if roundtrip and kind != "roundtrip":
+            step = step.model_copy(update={"name": f"{kind}.{step.name}"})
+        shown.append(step)
+        typer.echo(_step_line(step, 16))
+
+    token = STEP_LISTENER.set(None if as_json else show_step)
+    try:
+        with opened() as app:
+            d = app.test_profile(
+                name,
+                settings=settings,
+                imap=imap,
+                smtp=not imap or roundtrip,
+                send_to=send_to,
+                roundtrip=roundtrip,
+                actor=CLI_ACTOR,
+                operator=True,
+            )
+    finally:
+        STEP_LISTENER.reset(token)
     if as_json:
         print_json(d)
     else:
-        print_diagnosis(d)
+        print_diagnosis(d, steps=not shown)
     if not d.ok:
         raise typer.Exit(1)
 

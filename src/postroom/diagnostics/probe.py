@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+from postroom.diagnostics.recorder import report_step
 from postroom.diagnostics.smtp_probe import TEST_HEADER, probe_smtp
 from postroom.diagnostics.steps import Code, Diagnosis, DiagnosisError, Step, hint_for
 from postroom.imap.client import ImapError
@@ -119,6 +120,7 @@ async def run_test(
         ms = round((time.perf_counter() - started) * 1000, 1)
         if delay is None:
             combined.steps.append(Step(name="roundtrip", ok=False, ms=ms, detail=detail))
+            report_step("roundtrip", combined.steps[-1])
             combined.error = DiagnosisError(
                 code=Code.ROUNDTRIP_TIMEOUT,
                 message=f"The test message to {send_to} did not arrive in "
@@ -129,5 +131,6 @@ async def run_test(
             combined.steps.append(
                 Step(name="roundtrip", ok=True, ms=ms, detail=f"arrived after {delay:.1f} s")
             )
+            report_step("roundtrip", combined.steps[-1])
     combined.ok = combined.error is None
     return combined

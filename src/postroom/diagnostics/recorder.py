@@ -3,13 +3,28 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 from postroom.diagnostics.steps import Code, Diagnosis, DiagnosisError, Step, hint_for
 
-__all__ = ["Abort", "Recorder", "StepFailed", "StepHandle"]
+__all__ = ["STEP_LISTENER", "Abort", "Recorder", "StepFailed", "StepHandle", "report_step"]
+
+#: Called with (kind, step) as each step finishes, so a caller can show progress while a
+#: test that may take 30 s runs (``postroom profile test``). A context variable, not a
+#: parameter: the probes run several layers below the caller, and ``asyncio.run`` copies
+#: the caller's context into the test.
+STEP_LISTENER: ContextVar[Callable[[str, Step], None] | None] = ContextVar(
+    "postroom_step_listener", default=None
+)
+
+
+def report_step(kind: str, step: Step) -> None:
+    listener = STEP_LISTENER.get()
+    if listener is not None:
+        listener(kind, step)
 
 
 class StepFailed(Exception):
@@ -63,17 +78,17 @@ class Recorder:
                 name, exc.code, exc.message, detail=exc.detail or exc.message, cause=exc.cause
             )
             raise Abort from None
-        self.diagnosis.steps.append(
-            Step(name=name, ok=True, ms=self._elapsed(self._step_started), detail=handle.detail)
-        )
+        done = Step(name=name, ok=True, ms=self._elapsed(self._step_started), detail=handle.detail)
+        self.diagnosis.steps.append(done)
+        report_step(self.kind, done)
         self.current = None
 
     def fail(
         self, name: str, code: Code, message: str, *, detail: str = "", cause: str = ""
     ) -> None:
-        self.diagnosis.steps.append(
-            Step(name=name, ok=False, ms=self._elapsed(self._step_started), detail=detail)
-        )
+        failed = Step(name=name, ok=False, ms=self._elapsed(self._step_started), detail=detail)
+        self.diagnosis.steps.append(failed)
+        report_step(self.kind, failed)
         self.diagnosis.error = DiagnosisError(
             code=code,
             message=message,
