@@ -28,8 +28,10 @@ def test_setup_link_creates_the_first_admin_once(page: Any, live_server: LiveSer
     page.get_by_label("Username").fill("first-admin")
     page.get_by_label("Password", exact=True).fill("first-admin-password")
     page.get_by_label("Repeat password").fill("first-admin-passwort")
+    page.get_by_label("Recovery email").fill("no-at-sign")
     page.get_by_role("button", name="Create admin and sign in").click()
     expect(page.get_by_role("alert")).to_contain_text("does not match the password")
+    expect(page.get_by_role("alert")).to_contain_text("Recovery email")  # both at once
     shot(page, "setup-first-admin-error")
     assert not live_server.pr.accounts.has_admin()
 

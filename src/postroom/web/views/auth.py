@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import Query, Request, Response
 
 from postroom.accounts import MIN_PASSWORD_LENGTH, AdminRole
+from postroom.addresses import check_addr_spec
 from postroom.errors import ValidationError
 from postroom.throttles import minutes, sign_in_checks
 from postroom.web.core import PageNotFound, PostForm, SessionDep, WebDep, see_other
@@ -135,8 +136,16 @@ def setup(
     username = form.get("username", "").strip()
     password = form.get("password", "")
     email = form.get("email", "").strip()[:254]
+    errors: dict[str, str] = {}
+    if not username:
+        errors["username"] = "is required"
+    if len(password) < MIN_PASSWORD_LENGTH:
+        errors["password"] = f"must be at least {MIN_PASSWORD_LENGTH} characters"
     if password != form.get("password_confirm", ""):
-        errors = {"password_confirm": "does not match the password"}
+        errors["password_confirm"] = "does not match the password"
+    if email and (reason := check_addr_spec(email)):
+        errors["email"] = reason
+    if errors:  # every problem at once, before the one-time link is touched
         return _setup_page(request, web, token, errors=errors, username=username, email=email)
     receipt = consume_setup_token(web.pr, token)
     if receipt is None:
