@@ -207,7 +207,9 @@ class Accounts:
         email = _check_email(email)
         with self._sessions() as s:
             if s.scalar(select(Admin.id).where(Admin.username_key == name_key(username))):
-                raise ValidationError(FieldError("username", f"'{username}' already exists"))
+                raise ValidationError(
+                    FieldError("username", f"'{username}' already exists", kind="conflict")
+                )
             self._check_email_free(s, email, None)
             s.add(Admin(username=username, username_key=name_key(username), role=role,
                         password_hash=self._hasher.hash(password), email=email))  # fmt: skip

@@ -60,6 +60,11 @@ class FieldError:
 
     field: str
     message: str
+    #: "invalid" (the value is malformed), "not_found" (it names something that does not
+    #: exist) or "conflict" (it clashes with what exists, e.g. a taken name). REST answers
+    #: 422 for all three; the CLI exits 1 when every problem is not_found/conflict (the
+    #: thing failed) and 2 for bad input.
+    kind: str = "invalid"
 
 
 class ValidationError(PostroomError):

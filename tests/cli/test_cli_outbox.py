@@ -103,3 +103,16 @@ def test_since_and_until_take_a_date_like_the_web(run) -> None:  # type: ignore[
     assert run("outbox", "list", "--since", "2026-01-01T08:00Z").exit_code == 0
     r = run("outbox", "list", "--since", "yesterday")
     assert r.exit_code == 2 and "YYYY-MM-DD" in r.output
+
+
+def test_exit_codes_follow_the_readme(run) -> None:  # type: ignore[no-untyped-def]
+    # 1: the thing failed (not found, a conflict); 2: bad input
+    add_profile(run, 1)
+    r = run("profile", "add", "sink", "--smtp-host", "127.0.0.1", "--security", "none",
+            "--from-address", "robot@postroom.test")  # fmt: skip
+    assert r.exit_code == 1 and "already exists" in r.output  # a conflict
+    r = run("send", "--profile", "Nope", "--to", "a@b.test", "--text", "t")
+    assert r.exit_code == 1 and "no profile named 'Nope'" in r.output  # not found
+    assert run("profile", "test", "Nope").exit_code == 1  # the same as send
+    r = run("send", "--profile", "Nope", "--to", "x)<y@z.test>", "--text", "t")
+    assert r.exit_code == 2  # bad input as well as a missing profile: bad input wins

@@ -207,7 +207,9 @@ class Actions:
         its From address (the mailbox the request was sent from)."""
         row = s.scalar(select(Profile).where(Profile.name_key == name_key(profile_name)))
         if row is None:
-            raise ValidationError(FieldError("process", f"no profile named '{profile_name}'"))
+            raise ValidationError(
+                FieldError("process", f"no profile named '{profile_name}'", kind="not_found")
+            )
         sender = SenderSettings.model_validate(row.spec["sender"])
         return parse_mailbox(sender.reply_to or sender.from_address)[1]
 

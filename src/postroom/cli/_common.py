@@ -95,7 +95,9 @@ def handle_errors(fn: Callable[P, R]) -> Callable[P, R]:
         except ValidationError as exc:
             for e in exc.errors:
                 err(f"error: {e.field}: {e.message}" if e.field else f"error: {e.message}")
-            raise typer.Exit(EXIT_BAD_INPUT) from None
+            # well-formed input naming something missing or taken: the thing failed (1)
+            failed = all(e.kind in ("not_found", "conflict") for e in exc.errors)
+            raise typer.Exit(EXIT_FAILED if failed else EXIT_BAD_INPUT) from None
         except (ConfigurationError, SecretReferenceError, NotFound, PostroomError) as exc:
             fail(exc.message)
 

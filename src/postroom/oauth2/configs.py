@@ -95,7 +95,9 @@ class OAuth2Configs:
             ):
                 raise ValidationError(
                     FieldError(
-                        "name", f"an OAuth2 configuration named '{spec.name}' already exists"
+                        "name",
+                        f"an OAuth2 configuration named '{spec.name}' already exists",
+                        kind="conflict",
                     )
                 )
             stored = spec.model_dump(mode="json", exclude={"client_secret"})

@@ -67,7 +67,9 @@ class Outbox:
         if profile:
             row = s.scalar(select(Profile).where(Profile.name_key == name_key(profile)))
             if row is None:
-                raise ValidationError(FieldError("profile", f"no profile named '{profile}'"))
+                raise ValidationError(
+                    FieldError("profile", f"no profile named '{profile}'", kind="not_found")
+                )
         elif process:
             binding = s.scalar(select(Binding).where(Binding.process_key == name_key(process)))
             if binding is not None:

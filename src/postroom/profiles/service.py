@@ -355,7 +355,9 @@ class ProfileService:
             self._check_refs(s, spec)
             if s.scalar(select(Profile.id).where(Profile.name_key == name_key(spec.name))):
                 raise ValidationError(
-                    FieldError("name", f"a profile named '{spec.name}' already exists")
+                    FieldError(
+                        "name", f"a profile named '{spec.name}' already exists", kind="conflict"
+                    )
                 )
             row = Profile(
                 name=spec.name,
@@ -423,7 +425,9 @@ class ProfileService:
                 select(Profile.id).where(Profile.name_key == name_key(spec.name))
             ):
                 raise ValidationError(
-                    FieldError("name", f"a profile named '{spec.name}' already exists")
+                    FieldError(
+                        "name", f"a profile named '{spec.name}' already exists", kind="conflict"
+                    )
                 )
             secrets: set[str] = set()
             self._apply_secrets(row, spec, merged, secrets, operator=operator)
@@ -535,7 +539,7 @@ class ProfileService:
         except IntegrityError:
             s.rollback()
             raise ValidationError(
-                FieldError("name", f"a profile named '{name}' already exists")
+                FieldError("name", f"a profile named '{name}' already exists", kind="conflict")
             ) from None
         except StaleDataError:
             s.rollback()
