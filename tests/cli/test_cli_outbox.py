@@ -116,3 +116,16 @@ def test_exit_codes_follow_the_readme(run) -> None:  # type: ignore[no-untyped-d
     assert run("profile", "test", "Nope").exit_code == 1  # the same as send
     r = run("send", "--profile", "Nope", "--to", "x)<y@z.test>", "--text", "t")
     assert r.exit_code == 2  # bad input as well as a missing profile: bad input wins
+
+
+def test_outbox_list_never_cuts_an_address(run) -> None:  # type: ignore[no-untyped-def]
+    add_profile(run, 1)
+    to = ["first.recipient@example.org", "second.recipient@example.org", "third@example.org"]
+    args = [a for t in to for a in ("--to", t)]
+    r = run("send", "--profile", "sink", *args, "--subject",
+            "A rather long subject line about the nightly reconciliation run", "--text", "t")  # fmt: skip
+    assert r.exit_code == 0, r.output
+    out = run("outbox", "list").output
+    assert "first.recipient@example.org +2 more" in out, out
+    assert "second.recipient@example.or" not in out  # no half address
+    assert "A rather long subject line about the…" in out, out

@@ -197,6 +197,28 @@ def worker(
         )
 
 
+def _recipients(addresses: list[str], width: int = 40) -> str:
+    """Whole addresses that fit in ``width``, then "+N more": never half an address."""
+    shown: list[str] = []
+    for address in addresses:
+        if shown and len(", ".join([*shown, address])) > width:
+            break
+        shown.append(address)
+    rest = len(addresses) - len(shown)
+    return ", ".join(shown) + (f" +{rest} more" if rest else "")
+
+
+def _cut(text: str, width: int = 40) -> str:
+    """``text`` on one line, cut at a word with "…" when longer than ``width``."""
+    text = " ".join(text.split())
+    if len(text) <= width:
+        return text
+    head = text[: width - 1]
+    if " " in head:
+        head = head.rsplit(" ", 1)[0]
+    return head + "…"
+
+
 @outbox_app.command("list")
 @handle_errors
 def list_messages(
@@ -227,7 +249,7 @@ def list_messages(
         return
     rows = [
         [str(m.id), m.status.value, m.profile, f"{m.created_at:%Y-%m-%d %H:%M:%S}", str(m.attempts),
-         ", ".join(m.recipients)[:40], m.subject[:40]]
+         _recipients(m.recipients), _cut(m.subject)]
         for m in items
     ]  # fmt: skip
     typer.echo(table(rows, ["id", "status", "profile", "created (UTC)", "tries", "to", "subject"]))
