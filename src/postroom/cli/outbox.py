@@ -20,7 +20,10 @@ from postroom.cli._common import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Coroutine
+
     from postroom.outbox.schemas import OutboxRead
+    from postroom.outbox.worker import Worker
 
 outbox_app = group("See and control queued, sent and failed mail.")
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
@@ -64,6 +67,39 @@ def _when(value: str | None, field: str) -> datetime | None:
         return parse_when(value, end=field == "until")
     except ValueError as exc:
         bad_input(field, f"{exc} (or a time with zone such as 2026-11-23T08:00Z)")
+
+
+def _on_terminal() -> bool:
+    # progress is for a person watching: a pipe, a file or a log gets only the result
+    return sys.stdout.isatty()
+
+
+async def _with_progress(worker: Worker, work: Coroutine[Any, Any, None], *, live: bool) -> None:
+    """Run ``work``; on a terminal, keep one line up to date with what ``worker`` did."""
+    import asyncio
+
+    if not live:
+        await work
+        return
+
+    def show() -> None:
+        line = f"delivering: {worker.sent} sent, {worker.retried} to retry, {worker.failed} failed"
+        sys.stdout.write(f"\r\x1b[K{line} …")
+        sys.stdout.flush()
+
+    async def tick() -> None:
+        while True:
+            show()
+            await asyncio.sleep(0.5)
+
+    ticker = asyncio.create_task(tick())
+    try:
+        await work
+    finally:
+        ticker.cancel()
+        show()
+        sys.stdout.write("\n")
+        sys.stdout.flush()
 
 
 @handle_errors
@@ -146,7 +182,8 @@ def send(
             from postroom.aio import run as run_loop
             from postroom.outbox.worker import Worker
 
-            run_loop(Worker(app).run(drain=True))
+            w = Worker(app)
+            run_loop(_with_progress(w, w.run(drain=True), live=not as_json and _on_terminal()))
             result = app.outbox.wait(id, timeout_s=wait_timeout)
     if as_json:
         print_json(result or {"id": id, "status": "queued"})
@@ -187,7 +224,7 @@ def worker(
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, w.stop)
-            await w.run(drain=drain)
+            await _with_progress(w, w.run(drain=drain), live=_on_terminal())
 
         typer.echo(f"postroom worker {w.name} started", err=True)
         run_loop(main())
