@@ -166,6 +166,8 @@ def test_users_page_fits_a_phone_screen(browser: Any, live_server: LiveServer) -
         sign_in(page, live_server.url, "phil", "phil-password-123")
         for path, name in (("/settings/users", "users-phone"), ("/account", "account-phone")):
             page.goto(live_server.url + path)
+            expect(page.get_by_role("button").first).to_be_visible()  # a page, not a 404
+            assert page.locator("h1").first.inner_text() in ("Users", "Your account")
             width = page.evaluate("document.documentElement.scrollWidth")
             assert width <= 390, f"{path} scrolls sideways ({width}px)"
             shot(page, name)
@@ -248,6 +250,7 @@ def test_api_keys_page_fits_a_phone_screen(browser: Any, live_server: LiveServer
         page = context.new_page()
         sign_in(page, live_server.url, "pia", "pia-password-123")
         page.goto(live_server.url + "/settings/apikeys")
+        expect(page.get_by_role("row").filter(has_text="phone-key")).to_contain_text("sender")
         width = page.evaluate("document.documentElement.scrollWidth")
         assert width <= 390, f"/settings/apikeys scrolls sideways ({width}px)"
         shot(page, "apikeys-phone")
