@@ -217,3 +217,15 @@ def test_audit_log_speaks_words_not_python(admin: TestClient) -> None:
     html = admin.get("/settings/email/audit").text
     # the filter's kinds and each row's target type
     assert "Oauth2 config" not in html and "OAuth2 configuration" in html
+
+
+def test_login_page_shows_commands_as_code_not_backticks(sqlite_app: Postroom) -> None:
+    from postroom.web.render import Templates
+
+    with _client(sqlite_app) as client:  # no admin yet: the page says how to make one
+        html = client.get("/login").text
+    assert "`" not in html
+    assert "<code>postroom admin create NAME --password-stdin</code>" in html
+    code_spans = Templates().env.filters["code_spans"]
+    assert str(code_spans("run `a<b>` now")) == "run <code>a&lt;b&gt;</code> now"
+    assert str(code_spans("<i>`x")) == "&lt;i&gt;`x"

@@ -102,3 +102,17 @@ def test_switching_presets_in_the_browser_leaves_nothing_behind(
     expect(page.locator("#f-smtp-username")).to_have_value("apikey")
     preset.select_option("mailgun")
     expect(page.locator("#f-smtp-username")).to_have_value("")
+
+
+def test_viewers_see_disabled_buttons_as_disabled(
+    page: Any, live_server: LiveServer, accounts: dict[str, Any]
+) -> None:
+    profile = live_server.pr.profiles.create(_spec("Viewed"))
+    sign_in(page, live_server.url, *accounts["viewer"])
+    page.goto(f"{live_server.url}/settings/email/profiles/{profile.id}")
+    button = page.get_by_role("button", name="Test SMTP")
+    expect(button).to_be_disabled()
+    style = button.evaluate(
+        "el => { const s = getComputedStyle(el); return [s.opacity, s.cursor]; }"
+    )
+    assert float(style[0]) <= 0.6 and style[1] == "not-allowed", style

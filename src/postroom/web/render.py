@@ -9,7 +9,7 @@ from importlib import resources
 from typing import Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
-from markupsafe import Markup
+from markupsafe import Markup, escape
 
 from postroom.web.forms import input_id
 
@@ -92,6 +92,19 @@ def _json_script(value: Any) -> Markup:
     return Markup(text)  # noqa: S704 - every markup character is escaped above
 
 
+def _code_spans(value: str) -> Markup:
+    """postroom's messages mark commands with backticks (they also go to terminals and
+    logs); on a page, `x` becomes <code>x</code>. Everything else is escaped."""
+    parts = str(value).split("`")
+    if len(parts) % 2 == 0:  # an unpaired backtick: show the text as it is
+        return Markup.escape(value)
+    out = [
+        f"<code>{escape(part)}</code>" if i % 2 else str(escape(part))
+        for i, part in enumerate(parts)
+    ]
+    return Markup("".join(out))  # noqa: S704 - every part is escaped above
+
+
 class Templates:
     """The UI's templates; ``render(name, **context)`` returns HTML."""
 
@@ -104,7 +117,12 @@ class Templates:
             lstrip_blocks=True,
         )
         self.env.filters.update(
-            ago=ago, relative=relative, utc=utc, duration=duration, json_script=_json_script
+            ago=ago,
+            relative=relative,
+            utc=utc,
+            duration=duration,
+            json_script=_json_script,
+            code_spans=_code_spans,
         )
         versions = {
             name: hashlib.sha256(read_static(name)).hexdigest()[:10] for name in STATIC_FILES
