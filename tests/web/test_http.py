@@ -229,3 +229,24 @@ def test_login_page_shows_commands_as_code_not_backticks(sqlite_app: Postroom) -
     code_spans = Templates().env.filters["code_spans"]
     assert str(code_spans("run `a<b>` now")) == "run <code>a&lt;b&gt;</code> now"
     assert str(code_spans("<i>`x")) == "&lt;i&gt;`x"
+
+
+def test_breadcrumb_matches_the_sidebar(admin: TestClient) -> None:
+    # sidebar siblings of Email Settings are not shown as its children
+    for url in (
+        "/settings/email/outbox",
+        "/settings/email/processes",
+        "/settings/email/oauth2",
+        "/settings/email/inbound",
+        "/settings/email/actions",
+        "/settings/email/templates",
+        "/settings/email/subscriptions",
+        "/settings/email/audit",
+    ):
+        html = admin.get(url).text
+        crumbs = html[html.index('aria-label="Breadcrumb"') :]
+        crumbs = crumbs[: crumbs.index("</nav>")]
+        assert "Email Settings" not in crumbs, url
+    html = admin.get("/settings/email/new").text  # a profile is a child of Email Settings
+    crumbs = html[html.index('aria-label="Breadcrumb"') :]
+    assert "Email Settings" in crumbs[: crumbs.index("</nav>")]
