@@ -40,9 +40,13 @@ def test_help_fits_80_columns_with_words_for_values(path: list[str]) -> None:
     assert "…" not in text and "╭" not in text  # nothing cut, no boxes
 
 
-def test_send_has_a_line_of_help_for_every_flag() -> None:
-    send = typer.main.get_command(cli).commands["send"]  # type: ignore[attr-defined]
-    assert all(p.help for p in send.params), [p.name for p in send.params if not p.help]
+@pytest.mark.parametrize("path", _paths(), ids=lambda p: " ".join(p) or "postroom")
+def test_every_flag_has_a_line_of_help(path: list[str]) -> None:
+    cmd = typer.main.get_command(cli)
+    for name in path:
+        cmd = cmd.commands[name]  # type: ignore[attr-defined]
+    bare = [p.opts[0] for p in cmd.params if p.param_type_name == "option" and not p.help]
+    assert not bare, bare
 
 
 def test_profile_add_and_edit_have_their_own_help() -> None:

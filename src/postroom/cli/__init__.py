@@ -204,8 +204,13 @@ def keys_generate() -> None:
 @handle_errors
 def admin_create(
     username: str,
-    password_stdin: Annotated[bool, typer.Option("--password-stdin")] = False,
-    password_env: Annotated[str | None, typer.Option("--password-env", metavar="VAR")] = None,
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Read the password from stdin.")
+    ] = False,
+    password_env: Annotated[
+        str | None,
+        typer.Option("--password-env", metavar="VAR", help="Read the password from this variable."),
+    ] = None,
     role: Annotated[str, typer.Option(help="admin | viewer")] = "admin",
     email: Annotated[
         str | None,
@@ -278,8 +283,13 @@ def admin_set_role(
 @handle_errors
 def admin_reset_password(
     username: str,
-    password_stdin: Annotated[bool, typer.Option("--password-stdin")] = False,
-    password_env: Annotated[str | None, typer.Option("--password-env", metavar="VAR")] = None,
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Read the password from stdin.")
+    ] = False,
+    password_env: Annotated[
+        str | None,
+        typer.Option("--password-env", metavar="VAR", help="Read the password from this variable."),
+    ] = None,
 ) -> None:
     """Set a new password for an account; every session of it ends, its reset links die."""
     password = read_secret(

@@ -59,7 +59,9 @@ def send(
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="key=value (YAML value); repeat.")
     ] = None,
-    idempotency_key: Annotated[str | None, typer.Option("--idempotency-key")] = None,
+    idempotency_key: Annotated[
+        str | None, typer.Option("--idempotency-key", help="The same key notifies once.")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Notify the subscribers of EVENT; exits 1 when a delivery failed."""
@@ -92,9 +94,9 @@ def send(
 @events_app.command("list")
 @handle_errors
 def list_events(
-    event: Annotated[str | None, typer.Option()] = None,
-    process: Annotated[str | None, typer.Option()] = None,
-    limit: Annotated[int, typer.Option()] = 50,
+    event: Annotated[str | None, typer.Option(help="Only this event.")] = None,
+    process: Annotated[str | None, typer.Option(help="Only events about this process.")] = None,
+    limit: Annotated[int, typer.Option(help="At most this many, newest first.")] = 50,
     as_json: JsonOpt = False,
 ) -> None:
     """Recent events, newest first, with what each did."""
@@ -117,7 +119,7 @@ def list_events(
 @handle_errors
 def digests(
     subscription: Annotated[int | None, typer.Option(help="Only this subscription.")] = None,
-    limit: Annotated[int, typer.Option()] = 50,
+    limit: Annotated[int, typer.Option(help="At most this many, newest first.")] = 50,
     as_json: JsonOpt = False,
 ) -> None:
     """Summaries made so far, newest first."""
@@ -190,7 +192,7 @@ def add(
     send_empty: Annotated[
         bool, typer.Option("--send-empty", help="Send a summary for empty periods too.")
     ] = False,
-    disabled: Annotated[bool, typer.Option("--disabled")] = False,
+    disabled: Annotated[bool, typer.Option("--disabled", help="Create it switched off.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Subscribe an address to events."""

@@ -132,7 +132,7 @@ def status(
 @inbound_app.command("list")
 @handle_errors
 def list_messages(
-    profile: Annotated[str | None, typer.Option()] = None,
+    profile: Annotated[str | None, typer.Option(help="Only this profile's messages.")] = None,
     status: Annotated[
         str | None, typer.Option(help="received|delivered|processed|rejected|failed")
     ] = None,
@@ -181,8 +181,15 @@ def webhook_add(
     url: str,
     name: Annotated[str | None, typer.Option(help="Default: the URL's host.")] = None,
     profile: Annotated[str | None, typer.Option(help="Only this profile's mail.")] = None,
-    secret_stdin: Annotated[bool, typer.Option("--secret-stdin")] = False,
-    secret_env: Annotated[str | None, typer.Option("--secret-env", metavar="VAR")] = None,
+    secret_stdin: Annotated[
+        bool, typer.Option("--secret-stdin", help="Read the signing secret from stdin.")
+    ] = False,
+    secret_env: Annotated[
+        str | None,
+        typer.Option(
+            "--secret-env", metavar="VAR", help="Read the signing secret from this variable."
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Subscribe URL; prints the signing secret once (generated unless given)."""

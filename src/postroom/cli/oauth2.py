@@ -60,12 +60,23 @@ def add_or_edit(
     grant: Annotated[
         str | None, Opt(help="authorization_code | device_code | client_credentials")
     ] = None,
-    client_id: Annotated[str | None, Opt("--client-id")] = None,
-    client_secret_stdin: Annotated[bool, Opt("--client-secret-stdin")] = False,
-    client_secret_env: Annotated[str | None, Opt("--client-secret-env", metavar="VAR")] = None,
-    tenant: Annotated[str | None, Opt()] = None,
-    authorize_url: Annotated[str | None, Opt("--authorize-url")] = None,
-    token_url: Annotated[str | None, Opt("--token-url")] = None,
+    client_id: Annotated[
+        str | None, Opt("--client-id", help="The application's client id.")
+    ] = None,
+    client_secret_stdin: Annotated[
+        bool, Opt("--client-secret-stdin", help="Read the client secret from stdin.")
+    ] = False,
+    client_secret_env: Annotated[
+        str | None,
+        Opt(
+            "--client-secret-env", metavar="VAR", help="Read the client secret from this variable."
+        ),
+    ] = None,
+    tenant: Annotated[str | None, Opt(help="Microsoft tenant (id or domain).")] = None,
+    authorize_url: Annotated[
+        str | None, Opt("--authorize-url", help="Authorization endpoint (generic).")
+    ] = None,
+    token_url: Annotated[str | None, Opt("--token-url", help="Token endpoint (generic).")] = None,
     device_url: Annotated[
         str | None, Opt("--device-authorization-url", help="RFC 8628 endpoint (generic).")
     ] = None,

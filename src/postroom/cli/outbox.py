@@ -262,15 +262,15 @@ def list_messages(
     status: Annotated[
         str | None, typer.Option(help="queued|sending|sent|retrying|failed|bounced|cancelled")
     ] = None,
-    profile: Annotated[str | None, typer.Option()] = None,
-    process: Annotated[str | None, typer.Option()] = None,
+    profile: Annotated[str | None, typer.Option(help="Only messages of this profile.")] = None,
+    process: Annotated[str | None, typer.Option(help="Only messages of this process.")] = None,
     since: Annotated[
         str | None, typer.Option(help="YYYY-MM-DD or an ISO 8601 time with zone.")
     ] = None,
     until: Annotated[
         str | None, typer.Option(help="YYYY-MM-DD (that day included) or a time with zone.")
     ] = None,
-    limit: Annotated[int, typer.Option()] = 50,
+    limit: Annotated[int, typer.Option(help="At most this many, newest first.")] = 50,
     search: SearchOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -415,8 +415,8 @@ def retry(
         int | None, typer.Argument(help="A message id; or filter with the options.")
     ] = None,
     status: StatusOpt = None,
-    profile: Annotated[str | None, typer.Option()] = None,
-    process: Annotated[str | None, typer.Option()] = None,
+    profile: Annotated[str | None, typer.Option(help="Only messages of this profile.")] = None,
+    process: Annotated[str | None, typer.Option(help="Only messages of this process.")] = None,
     since: SinceOpt = None,
     until: UntilOpt = None,
     search: SearchOpt = None,
@@ -434,8 +434,8 @@ def cancel(
         int | None, typer.Argument(help="A message id; or filter with the options.")
     ] = None,
     status: StatusOpt = None,
-    profile: Annotated[str | None, typer.Option()] = None,
-    process: Annotated[str | None, typer.Option()] = None,
+    profile: Annotated[str | None, typer.Option(help="Only messages of this profile.")] = None,
+    process: Annotated[str | None, typer.Option(help="Only messages of this process.")] = None,
     since: SinceOpt = None,
     until: UntilOpt = None,
     search: SearchOpt = None,

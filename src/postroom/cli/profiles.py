@@ -203,56 +203,119 @@ def add_or_edit(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="Profile name, e.g. 'QA alerts'.")],
     new_name: Annotated[str | None, Opt("--name", help="Rename (edit only).")] = None,
-    description: Annotated[str | None, Opt()] = None,
-    enabled: Annotated[bool | None, Opt("--enabled/--disabled")] = None,
-    smtp_host: Annotated[str | None, Opt("--smtp-host")] = None,
-    smtp_port: Annotated[int | None, Opt("--smtp-port")] = None,
+    description: Annotated[str | None, Opt(help="Free text shown in listings.")] = None,
+    enabled: Annotated[
+        bool | None, Opt("--enabled/--disabled", help="Enable or disable the profile.")
+    ] = None,
+    smtp_host: Annotated[
+        str | None, Opt("--smtp-host", help="SMTP server name or address.")
+    ] = None,
+    smtp_port: Annotated[
+        int | None, Opt("--smtp-port", help="SMTP port (587 STARTTLS, 465 TLS, 25).")
+    ] = None,
     security: Annotated[str | None, Opt("--security", help="starttls | tls | none")] = None,
     verify_certificate: Annotated[
-        bool | None, Opt("--verify-certificate/--no-verify-certificate")
+        bool | None,
+        Opt(
+            "--verify-certificate/--no-verify-certificate",
+            help="Check the server's TLS certificate.",
+        ),
     ] = None,
     ca_bundle: Annotated[
-        str | None, Opt("--ca-bundle", help="PEM file of a private CA to trust.")
+        str | None, Opt("--ca-bundle", metavar="FILE", help="PEM file of a private CA to trust.")
     ] = None,
     auth: Annotated[str | None, Opt("--auth", help="none | basic | oauth2")] = None,
-    username: Annotated[str | None, Opt("--username")] = None,
+    username: Annotated[str | None, Opt("--username", help="SMTP user name.")] = None,
     password_stdin: Annotated[
         bool, Opt("--password-stdin", help="Read the SMTP password from stdin.")
     ] = False,
-    password_env: Annotated[str | None, Opt("--password-env", metavar="VAR")] = None,
-    auth_domain: Annotated[str | None, Opt("--auth-domain")] = None,
-    oauth2_config: Annotated[str | None, Opt("--oauth2-config")] = None,
-    connect_timeout: Annotated[str | None, Opt("--connect-timeout", metavar="SECONDS|none")] = None,
-    send_timeout: Annotated[str | None, Opt("--send-timeout", metavar="SECONDS|none")] = None,
-    local_hostname: Annotated[str | None, Opt("--local-hostname")] = None,
-    from_address: Annotated[str | None, Opt("--from-address")] = None,
-    from_name: Annotated[str | None, Opt("--from-name")] = None,
-    reply_to: Annotated[str | None, Opt("--reply-to")] = None,
-    imap_host: Annotated[str | None, Opt("--imap-host")] = None,
-    imap_port: Annotated[int | None, Opt("--imap-port")] = None,
-    imap_security: Annotated[str | None, Opt("--imap-security")] = None,
+    password_env: Annotated[
+        str | None,
+        Opt("--password-env", metavar="VAR", help="Read the SMTP password from this variable."),
+    ] = None,
+    auth_domain: Annotated[
+        str | None, Opt("--auth-domain", help="NTLM domain, when the server needs one.")
+    ] = None,
+    oauth2_config: Annotated[
+        str | None,
+        Opt("--oauth2-config", metavar="NAME", help="OAuth2 configuration for --auth oauth2."),
+    ] = None,
+    connect_timeout: Annotated[
+        str | None,
+        Opt("--connect-timeout", metavar="SECONDS|none", help="Seconds to connect, or 'none'."),
+    ] = None,
+    send_timeout: Annotated[
+        str | None,
+        Opt("--send-timeout", metavar="SECONDS|none", help="Seconds per message, or 'none'."),
+    ] = None,
+    local_hostname: Annotated[
+        str | None, Opt("--local-hostname", help="Name sent in EHLO (default: this host).")
+    ] = None,
+    from_address: Annotated[
+        str | None, Opt("--from-address", help="Sender address of the mail.")
+    ] = None,
+    from_name: Annotated[str | None, Opt("--from-name", help="Sender display name.")] = None,
+    reply_to: Annotated[str | None, Opt("--reply-to", help="Reply-To address.")] = None,
+    imap_host: Annotated[
+        str | None, Opt("--imap-host", help="IMAP server: adds receiving to the profile.")
+    ] = None,
+    imap_port: Annotated[
+        int | None, Opt("--imap-port", help="IMAP port (993 TLS, 143 STARTTLS).")
+    ] = None,
+    imap_security: Annotated[
+        str | None, Opt("--imap-security", help="tls | starttls | none")
+    ] = None,
     imap_verify_certificate: Annotated[
-        bool | None, Opt("--imap-verify-certificate/--no-imap-verify-certificate")
+        bool | None,
+        Opt(
+            "--imap-verify-certificate/--no-imap-verify-certificate",
+            help="Check the IMAP server's TLS certificate.",
+        ),
     ] = None,
     imap_ca_bundle: Annotated[
         str | None,
         Opt("--imap-ca-bundle", metavar="FILE", help="PEM file of a private CA to trust (IMAP)."),
     ] = None,
-    imap_auth: Annotated[str | None, Opt("--imap-auth")] = None,
-    imap_username: Annotated[str | None, Opt("--imap-username")] = None,
-    imap_password_stdin: Annotated[bool, Opt("--imap-password-stdin")] = False,
-    imap_password_env: Annotated[str | None, Opt("--imap-password-env", metavar="VAR")] = None,
-    imap_oauth2_config: Annotated[str | None, Opt("--imap-oauth2-config")] = None,
-    imap_folder: Annotated[str | None, Opt("--imap-folder")] = None,
+    imap_auth: Annotated[str | None, Opt("--imap-auth", help="basic | oauth2")] = None,
+    imap_username: Annotated[str | None, Opt("--imap-username", help="IMAP user name.")] = None,
+    imap_password_stdin: Annotated[
+        bool, Opt("--imap-password-stdin", help="Read the IMAP password from stdin.")
+    ] = False,
+    imap_password_env: Annotated[
+        str | None,
+        Opt(
+            "--imap-password-env", metavar="VAR", help="Read the IMAP password from this variable."
+        ),
+    ] = None,
+    imap_oauth2_config: Annotated[
+        str | None,
+        Opt(
+            "--imap-oauth2-config",
+            metavar="NAME",
+            help="OAuth2 configuration for --imap-auth oauth2.",
+        ),
+    ] = None,
+    imap_folder: Annotated[
+        str | None, Opt("--imap-folder", help="Folder to read (default INBOX).")
+    ] = None,
     imap_processed: Annotated[
         str | None, Opt("--imap-processed", help="mark_seen | move:<folder> | delete")
     ] = None,
-    imap_poll_interval: Annotated[int | None, Opt("--imap-poll-interval")] = None,
-    imap_idle: Annotated[bool | None, Opt("--imap-idle/--no-imap-idle")] = None,
+    imap_poll_interval: Annotated[
+        int | None, Opt("--imap-poll-interval", help="Seconds between checks without IDLE.")
+    ] = None,
+    imap_idle: Annotated[
+        bool | None,
+        Opt("--imap-idle/--no-imap-idle", help="Use IMAP IDLE to hear of new mail at once."),
+    ] = None,
     no_imap: Annotated[bool, Opt("--no-imap", help="Remove the IMAP section (edit only).")] = False,
-    email_actions_base_url: Annotated[str | None, Opt("--email-actions-base-url")] = None,
+    email_actions_base_url: Annotated[
+        str | None, Opt("--email-actions-base-url", help="Public URL for approve/reject links.")
+    ] = None,
     rate_limit: Annotated[int | None, Opt("--rate-limit", help="Messages per minute.")] = None,
-    max_connections: Annotated[int | None, Opt("--max-connections")] = None,
+    max_connections: Annotated[
+        int | None, Opt("--max-connections", help="SMTP connections at a time.")
+    ] = None,
     version: Annotated[
         int | None, Opt("--version", help="Refuse if the profile changed since this version.")
     ] = None,

@@ -173,7 +173,7 @@ def edit(
     sample_data: Annotated[
         str | None, typer.Option("--sample-data", help="JSON/YAML file.")
     ] = None,
-    description: Annotated[str | None, typer.Option()] = None,
+    description: Annotated[str | None, typer.Option(help="What this version changes.")] = None,
     version: Annotated[
         int | None, typer.Option(help="Refuse if the template moved past this version.")
     ] = None,
