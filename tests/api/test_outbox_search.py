@@ -186,14 +186,46 @@ def test_bulk_bad_input_names_every_field(app: Postroom, admin: TestClient) -> N
 def test_the_search_window_is_read_through_an_index_newest_first(
     sqlite_app: Postroom, filters: dict[str, Any], index: str
 ) -> None:
-    """The window of newest messages comes from the filters' index alone (or the primary
-    key, in order) and stops after SEARCH_WINDOW rows; the messages are read only for it."""
+    """The window of newest messages comes from the filters' index (or the primary key, in
+    order) and stops after SEARCH_WINDOW rows; the text match reads nothing else."""
     query = sqlite_app.outbox.queue.list_query(search="needle", **filters)
     sql = str(query.compile(sqlite_app.engine, compile_kwargs={"literal_binds": True}))
     with sqlite_app.engine.connect() as conn:
         plan = " | ".join(str(r[-1]) for r in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql))
     assert index in plan, plan
     assert f"LIMIT {search.SEARCH_WINDOW}" in sql
-    window = plan.split("LIST SUBQUERY")[-1]
-    # the window reads only an index (or the table in primary-key order, which is the table)
-    assert "COVERING INDEX" in window or window.endswith("| SCAN outbox_messages"), plan
+    # the window is computed first (a co-routine with its LIMIT), reading through the index;
+    # the text match then filters only its rows
+    assert plan.startswith("CO-ROUTINE window | ") and "SCAN window" in plan, plan
+    assert plan.count("outbox_messages") == 1, plan
+
+
+def test_on_postgresql_the_window_walks_an_index_backwards_and_stops(
+    app_factory: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With an outbox 20 times the window (20,000 messages, 1 % failed; the window 1,000),
+    the window is read newest first through the primary key or the attention index under a
+    Limit, and the messages are fetched by id: the table is never read whole."""
+    monkeypatch.setattr(search, "SEARCH_WINDOW", 1_000)
+    from postroom.outbox.queue import stage
+    from tests.integration.test_outbox_storage import item
+
+    pr = app_factory("postgresql")
+    profiles(pr)
+    pid = pr.profiles.get("QA alerts").id
+    with pr.sessions() as s:
+        ids = stage(s, [item(n, pid) for n in range(20_000)])
+        s.commit()
+    set_status(pr, ids[::100], "failed")
+    with pr.engine.begin() as conn:
+        conn.execute(text("ANALYZE outbox_messages"))
+    for filters, index in (
+        ({}, "outbox_messages_pkey"),
+        ({"status": "failed"}, "ix_outbox_attention"),
+    ):
+        query = pr.outbox.queue.list_query(search="needle", **filters)
+        sql = str(query.compile(pr.engine, compile_kwargs={"literal_binds": True}))
+        with pr.engine.connect() as conn:
+            plan = "\n".join(r[0] for r in conn.exec_driver_sql("EXPLAIN " + sql))
+        assert index in plan and "Limit" in plan, plan
+        assert "Seq Scan on outbox_messages" not in plan, plan

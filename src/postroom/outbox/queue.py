@@ -45,7 +45,7 @@ from postroom.outbox.schemas import (
     OutboxStatus,
     OutboxSummary,
 )
-from postroom.outbox.search import describe, matches, search_term
+from postroom.outbox.search import describe, search_term, searched
 from postroom.smtp.replies import Outcome
 
 __all__ = ["Claim", "Delivery", "Enqueue", "OutboxQueue", "stage"]
@@ -905,7 +905,7 @@ class OutboxQueue:
         )  # fmt: skip
         term = search_term(search, field="search")
         if term is not None:
-            conditions.append(matches(term, list(conditions)))
+            return searched(term, conditions, max(1, min(limit, 10_000)))
         return (
             select(OutboxMessage)
             .where(*conditions)
@@ -923,7 +923,8 @@ class OutboxQueue:
         """Retry (``action="retry"``) or cancel every message the filters match that can
         be, at most :data:`BULK_MAX`, in one transaction with one audit entry naming the
         filters and the count. Returns the count."""
-        query = self._bulk_query(action, filters, BULK_MAX).with_only_columns(_M.id)
+        found = self._bulk_query(action, filters, BULK_MAX).subquery()
+        query = select(found.c.id)
         now = utcnow()
         values: dict[str, Any] = (
             {

@@ -12,12 +12,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sqlalchemy import ColumnElement, Text, cast, func, or_, select
+from sqlalchemy import ColumnElement, Select, Text, cast, func, or_, select, union_all
+from sqlalchemy.orm import aliased
 
 from postroom.db.tables import OutboxMessage
 from postroom.errors import FieldError, ValidationError
 
-__all__ = ["SEARCH_WINDOW", "TERM_MAX", "describe", "matches", "search_term"]
+__all__ = ["SEARCH_WINDOW", "TERM_MAX", "describe", "search_term", "searched"]
 
 #: how many of the newest filtered messages a substring search reads at most
 SEARCH_WINDOW = 50_000
@@ -44,23 +45,37 @@ def _like(term: str) -> str:
     return f"%{escaped}%"
 
 
-def matches(term: str, conditions: list[ColumnElement[bool]]) -> ColumnElement[bool]:
-    """The WHERE condition for ``term`` among the messages passing ``conditions``."""
+def searched(term: str, conditions: list[ColumnElement[bool]], limit: int) -> Select[OutboxMessage]:
+    """The messages passing ``conditions`` that match ``term``, newest first, at most ``limit``.
+
+    The window is a derived table with its own LIMIT, so neither database can push the text
+    match below it (PostgreSQL would otherwise read the whole table for a LIKE it thinks
+    rare): the newest messages are read through an index, then filtered. A numeric term's
+    message is added from outside the window.
+    """
     lowered = term.lower()
-    # recipients are stored as JSON text: non-ASCII is escaped there (\\u00df), so the term is
+    # recipients are stored as JSON text: non-ASCII is escaped there (\u00df), so the term is
     # matched in the same spelling
     as_json = json.dumps(lowered)[1:-1]
-    window = select(_M.id).where(*conditions).order_by(_M.id.desc()).limit(SEARCH_WINDOW)
-    text_match = or_(
-        func.lower(_M.subject).like(_like(lowered), escape="\\"),
-        func.lower(cast(_M.recipients, Text)).like(_like(as_json), escape="\\"),
-        func.lower(_M.message_id).like(_like(lowered), escape="\\"),
+    window = (
+        select(OutboxMessage).where(*conditions).order_by(_M.id.desc()).limit(SEARCH_WINDOW)
+    ).subquery("window")
+    w = window.c
+    found = select(window).where(
+        or_(
+            func.lower(w.subject).like(_like(lowered), escape="\\"),
+            func.lower(cast(w.recipients, Text)).like(_like(as_json), escape="\\"),
+            func.lower(w.message_id).like(_like(lowered), escape="\\"),
+        )
     )
-    found: ColumnElement[bool] = _M.id.in_(window) & text_match
     number = lowered.removeprefix("#")
+    source = found
     if number.isdigit() and len(number) <= 18:
-        found = or_(found, _M.id == int(number))
-    return found
+        by_id = select(OutboxMessage).where(*conditions, _M.id == int(number))
+        source = union_all(found.where(w.id != int(number)), by_id)  # type: ignore[assignment]
+    rows = source.subquery("found")
+    entity = aliased(OutboxMessage, rows)
+    return select(entity).order_by(rows.c.id.desc()).limit(limit)
 
 
 def describe(filters: dict[str, Any]) -> dict[str, Any]:
