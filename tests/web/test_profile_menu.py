@@ -83,6 +83,15 @@ def test_enter_in_the_test_address_runs_the_test_and_saves_nothing(
     expect(result.locator(".diagnosis")).to_have_attribute("data-ok", "false", timeout=30_000)
     assert page.url.endswith("/settings/email/new")
     assert {p.name for p in live_server.pr.profiles.list()} == before
+    # on a phone, each step's time stays on one line ("12 ms", not "12" over "ms")
+    page.set_viewport_size({"width": 390, "height": 844})
+    times = result.locator(".step .ms")
+    assert times.count() >= 1
+    lines = times.evaluate_all(
+        "els => els.map(e => { const r = document.createRange(); r.selectNodeContents(e);"
+        " return new Set(Array.from(r.getClientRects()).map(x => Math.round(x.top))).size; })"
+    )
+    assert all(n <= 1 for n in lines), lines
 
 
 def test_switching_presets_in_the_browser_leaves_nothing_behind(
