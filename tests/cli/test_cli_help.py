@@ -38,6 +38,8 @@ def test_help_fits_80_columns_with_words_for_values(path: list[str]) -> None:
     assert not too_long, too_long
     assert not TYPE_METAVAR.findall(text), TYPE_METAVAR.findall(text)
     assert "…" not in text and "╭" not in text  # nothing cut, no boxes
+    cut = [ln for ln in text.splitlines() if ln.endswith("...") and "Usage:" not in ln]
+    assert not cut, cut
 
 
 @pytest.mark.parametrize("path", _paths(), ids=lambda p: " ".join(p) or "postroom")

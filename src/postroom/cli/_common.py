@@ -52,6 +52,17 @@ class PlainHelpGroup(TyperGroup):
                     # the word is the argument's name already: no "NAME <str>"
                     param.display_type_rich = lambda ctx: None
 
+    def format_commands(self, ctx: Any, formatter: Any) -> None:
+        # each command's first sentence whole, wrapped, instead of cut at the width with "..."
+        rows = [
+            (name, cmd.get_short_help_str(limit=1000))
+            for name, cmd in self.commands.items()
+            if not cmd.hidden
+        ]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
 
 def _metavar(param: Any) -> str:
     opts: list[str] = [o for o in param.opts if o.startswith("--")] or [param.name or "value"]
