@@ -170,6 +170,11 @@ BASES: dict[tuple[str, str], dict[str, Any]] = {
         "text": "t", "reply_to": "r@postroom.test", "headers": {"X-Run": "1"},
         "profile": "QA alerts", "priority": "high", "send_at": "2030-01-01T00:00:00Z",
     },
+    ("POST", "/api/v1/messages/bulk"): {
+        "action": "retry", "status": "failed", "profile": "QA alerts", "process": "nightly",
+        "since": "2030-01-01T00:00:00Z", "until": "2031-01-01T00:00:00Z", "q": "bob",
+        "dry_run": True,
+    },
     ("POST", "/api/v1/actions"): {
         "process": "nightly", "to": ["bob@postroom.test"], "subject": "s", "text": "t",
         "choices": ["approve", "reject"], "expires_in_s": 3600, "context": {"k": "v"},
