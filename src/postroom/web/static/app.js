@@ -171,6 +171,7 @@ function placeMenu(menu) {
     return;
   }
   panel.classList.add("menu-fixed");
+  panel.style.top = panel.style.left = "";
   const anchor = summary.getBoundingClientRect();
   const box = panel.getBoundingClientRect();
   const gap = 5;
@@ -193,13 +194,11 @@ function wireMenus() {
       placeMenu(menu);
     });
   });
-  const closeAll = () => menus.forEach((menu) => { menu.open = false; });
-  // A fixed panel would float away from its row: close on scroll or resize instead.
-  window.addEventListener("scroll", closeAll, { passive: true });
-  window.addEventListener("resize", closeAll);
-  document.querySelectorAll(".table-wrap").forEach((wrap) => {
-    wrap.addEventListener("scroll", closeAll, { passive: true });
-  });
+  // A fixed panel would float away from its row: follow it on any scroll (the page or the
+  // table's box; capture sees both) and on resize.
+  const follow = () => menus.forEach((menu) => { if (menu.open) placeMenu(menu); });
+  window.addEventListener("scroll", follow, { passive: true, capture: true });
+  window.addEventListener("resize", follow);
   document.addEventListener("click", (event) => {
     menus.forEach((menu) => { if (menu.open && !menu.contains(event.target)) menu.open = false; });
   });
