@@ -111,3 +111,16 @@ def basic_profile(name: str = "QA alerts", **smtp: object) -> dict[str, object]:
         },
         "sender": {"from_address": "qa@example.com", "from_name": "QA alerts"},
     }
+
+
+def clear_default(app: Postroom) -> None:
+    """Remove the system default: the first profile created becomes it (issue 22 item 4),
+    and tests of what happens without one start from there."""
+    from sqlalchemy import delete
+
+    from postroom.db.tables import SystemSetting
+    from postroom.profiles.service import DEFAULT_PROFILE_KEY
+
+    with app.sessions() as s:
+        s.execute(delete(SystemSetting).where(SystemSetting.key == DEFAULT_PROFILE_KEY))
+        s.commit()

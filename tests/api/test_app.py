@@ -23,9 +23,17 @@ def test_healthz(anonymous: TestClient) -> None:
     assert response.json() == {"status": "ok"}
 
 
-def test_readyz_checks_the_database(anonymous: TestClient) -> None:
+def test_readyz_checks_the_database(anonymous: TestClient, app: Postroom) -> None:
+    # No profile yet, so no default: ready, with a warning saying where mail can't go (issue
+    # 22 item 4; before, readyz said nothing about it).
     response = anonymous.get("/readyz")
     assert response.status_code == 200
+    body = response.json()
+    assert (body["status"], body["database"]) == ("ok", "ok")
+    assert "No system default profile" in body["warnings"][0]
+    assert "password resets" in body["warnings"][0]
+    app.profiles.create(basic_profile())
+    response = anonymous.get("/readyz")
     assert response.json() == {"status": "ok", "database": "ok"}
 
 

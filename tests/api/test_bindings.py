@@ -5,13 +5,16 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
+from postroom import Postroom
 from tests.api.helpers import assert_error, basic_profile, path
+from tests.conftest import clear_default
 
 
 @pytest.fixture
-def profiles(admin: TestClient) -> None:
+def profiles(admin: TestClient, app: Postroom) -> None:
     for name in ("QA alerts", "Billing"):
         assert admin.post(path("profiles"), json=basic_profile(name)).status_code == 201
+    clear_default(app)  # the first one became the default; these tests start without one
 
 
 @pytest.mark.usefixtures("profiles")

@@ -8,6 +8,7 @@ from fastapi.testclient import TestClient
 from postroom import Postroom
 from tests.api.conftest import CANARY
 from tests.api.helpers import assert_error, basic_profile, path
+from tests.conftest import clear_default
 
 PROFILES = path("profiles")
 
@@ -32,7 +33,7 @@ def test_crud_round_trip(admin: TestClient) -> None:
     assert "password" not in created["smtp"]
     assert created["sender"]["from_address"] == "qa@example.com"
     assert created["version"] == 1
-    assert created["is_default"] is False
+    assert created["is_default"] is True  # the first profile becomes the default (issue 22)
 
     assert admin.get(path("profiles", "QA alerts")).json() == created
     assert admin.get(path("profiles", "qa ALERTS")).json() == created  # names are case-blind
@@ -60,9 +61,11 @@ def test_crud_round_trip(admin: TestClient) -> None:
     }
     assert response.json()["description"] == "alerts"
 
-    response = admin.delete(path("profiles", "QA alerts"))
+    # the default (the first profile) is deleted only when forced
+    assert_error(admin.delete(path("profiles", "QA alerts")), 409, "conflict")
+    response = admin.delete(path("profiles", "QA alerts"), params={"force": "true"})
     assert response.status_code == 200, response.text
-    assert response.json() == {"name": "QA alerts", "unbound": [], "was_default": False}
+    assert response.json() == {"name": "QA alerts", "unbound": [], "was_default": True}
     assert_error(admin.get(path("profiles", "QA alerts")), 404, "not_found")
     assert admin.get(PROFILES).json() == []
 
@@ -149,8 +152,9 @@ def test_suspicious_combination_is_saved_with_a_warning(admin: TestClient) -> No
     assert response.json()["warnings"] == []
 
 
-def test_delete_refused_while_bound_lists_processes(admin: TestClient) -> None:
+def test_delete_refused_while_bound_lists_processes(admin: TestClient, app: Postroom) -> None:
     create(admin)
+    clear_default(app)  # here only the processes keep it
     for process in ("invoices", "hr/onboarding"):
         response = admin.put(path("bindings", process), json={"profile": "QA alerts"})
         assert response.status_code == 200, response.text
@@ -227,3 +231,11 @@ def test_usage_counts_and_last_used_in_rest(admin: TestClient, app: Postroom) ->
     assert got["usage"] == {"sent_7d": 0, "failed_7d": 1, "sent_30d": 0, "failed_30d": 1}
     assert got["last_used_at"] is None
     assert admin.get(PROFILES).json()[0]["usage"]["failed_30d"] == 1
+
+
+def test_first_profile_created_is_the_default(admin: TestClient) -> None:
+    first = admin.post(PROFILES, json=basic_profile("First"))
+    assert first.status_code == 201 and first.json()["is_default"] is True
+    second = admin.post(PROFILES, json=basic_profile("Second"))
+    assert second.status_code == 201 and second.json()["is_default"] is False
+    assert admin.get(path("default-profile")).json()["profile"] == "First"

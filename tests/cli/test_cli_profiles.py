@@ -56,6 +56,7 @@ def test_add_list_show_json(run) -> None:  # type: ignore[no-untyped-def]
     r = run(*ADD, input=CANARY + "\n")
     assert r.exit_code == 0, r.output
     assert "Created profile 'QA alerts'" in r.output
+    assert "It is now the system default" in r.output  # the first profile (issue 22 item 4)
     r = run("profile", "list", "--json")
     profiles = json.loads(r.output)
     assert [p["name"] for p in profiles] == ["QA alerts"]
@@ -126,7 +127,8 @@ def test_password_from_env(run, monkeypatch) -> None:  # type: ignore[no-untyped
 
 def test_bind_explain_delete_flow(run) -> None:  # type: ignore[no-untyped-def]
     run(*ADD, input=CANARY + "\n")
-    assert run("explain", "nightly").exit_code == 1
+    # the first profile became the default, so an unbound process uses it (issue 22 item 4)
+    assert json.loads(run("explain", "nightly", "--json").output)["reason"] == "default"
     assert run("bind", "nightly", "QA alerts").exit_code == 0
     r = run("explain", "nightly", "--json")
     assert json.loads(r.output)["reason"] == "binding"

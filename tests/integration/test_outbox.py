@@ -15,6 +15,7 @@ from postroom import Postroom, ValidationError
 from postroom.db.tables import OutboxMessage
 from postroom.outbox.service import SendRequest
 from postroom.outbox.worker import Worker
+from tests.conftest import clear_default
 from tests.integration.smtp_fakes import raw_sink
 
 
@@ -69,6 +70,7 @@ def test_idempotency_key_returns_the_first_id(app: Postroom) -> None:
 def test_profile_resolution_binding_then_default_then_error(app: Postroom) -> None:
     sink_profile(app, 1, "A")
     sink_profile(app, 1, "B")
+    clear_default(app)  # "A" became the default as the first profile
     with pytest.raises(ValidationError) as exc:
         app.send(msg(), process="nightly")
     assert exc.value.field == "profile" and "no binding" in exc.value.errors[0].message
@@ -367,7 +369,7 @@ def test_disabled_profile_keeps_its_mail_queued(app: Postroom) -> None:
     with raw_sink() as sink:
         sink_profile(app, sink.port)
         id = app.send(msg(), profile="sink")
-        app.profiles.update("sink", {"enabled": False})
+        app.profiles.update("sink", {"enabled": False}, force=True)  # it is the default
         drain(app)
         assert app.outbox.get(id).status == "queued" and sink.data == []
         app.profiles.update("sink", {"enabled": True})

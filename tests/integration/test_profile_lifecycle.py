@@ -89,3 +89,20 @@ def test_failed_delivery_is_not_use(app: Postroom) -> None:
 
     asyncio.run(one_cycle())
     assert app.profiles.get("sink").last_used_at is None
+
+
+def test_first_profile_becomes_the_default_with_an_audit_entry(app: Postroom) -> None:
+    assert app.get_default() is None
+    sink_profile(app, 1, "off", enabled=False)  # a disabled profile can't carry mail
+    assert app.get_default() is None
+    sink_profile(app, 1, "first")
+    sink_profile(app, 1, "second")
+    assert app.get_default() == "first"
+    assert app.profiles.get("first").is_default and not app.profiles.get("second").is_default
+    entries = [e for e in app.audit.list() if e.action == "set_default"]
+    assert [(e.target, e.details["reason"]) for e in entries] == [("first", "no default existed")]
+    # the default deleted: the next profile created takes its place
+    app.profiles.delete("first", force=True)
+    assert app.get_default() is None
+    sink_profile(app, 1, "third")
+    assert app.get_default() == "third"

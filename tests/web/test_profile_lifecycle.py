@@ -1,4 +1,5 @@
-"""A profile's lifecycle in a real browser against the test Postfix (issue 22): usage."""
+"""A profile's lifecycle in a real browser against the test Postfix (issue 22): usage, the
+first profile as the default."""
 
 from __future__ import annotations
 
@@ -25,6 +26,34 @@ def _profile(target: SmtpTarget, name: str) -> dict[str, Any]:
         },
         "sender": {"from_address": target.username, "from_name": name},
     }  # fmt: skip
+
+
+def test_first_profile_becomes_the_default_and_the_page_says_so_until_then(
+    page: Any, live_server: LiveServer, accounts: dict[str, Any], smtp_target: SmtpTarget
+) -> None:
+    base = live_server.url
+    sign_in(page, base, *accounts["admin"])
+    warning = page.locator(".no-default")
+    expect(warning).to_contain_text("postroom's own mail (password resets)")
+    expect(warning).to_contain_text("nowhere to go")
+    page.get_by_role("link", name="+ Create your first profile").click()
+    page.get_by_label("Profile name").fill("First")
+    page.get_by_label("SMTP host").fill(smtp_target.host)
+    page.get_by_label("SMTP port").fill(str(smtp_target.port))
+    page.get_by_label("Security", exact=True).first.select_option("starttls")
+    page.get_by_label("CA bundle (PEM)").first.fill(smtp_target.ca_pem)
+    page.get_by_label("From address").fill(smtp_target.username)
+    page.get_by_label("Method", exact=True).select_option("basic")
+    page.locator("#f-smtp-username").fill(smtp_target.username)
+    page.locator("#f-smtp-password").fill(smtp_target.password)
+    page.get_by_role("button", name="Create profile").click()
+    expect(page.get_by_role("status").filter(has_text="Profile 'First' created.")).to_contain_text(
+        "It is now the system default"
+    )
+    shot(page, "profile-first-is-default")
+    page.goto(base + "/settings/email")
+    expect(page.get_by_role("row").filter(has_text="First")).to_contain_text("Default")
+    expect(page.locator(".no-default")).to_have_count(0)
 
 
 def test_last_used_and_counts_after_five_sends(

@@ -40,6 +40,8 @@ class ProfileDeleted(BaseModel):
 class Health(BaseModel):
     status: str
     database: str | None = None
+    #: ready, but something an operator should know (e.g. no default profile)
+    warnings: list[str] | None = None
 
 
 def pop_version(body: dict[str, Any]) -> int | None:

@@ -407,6 +407,10 @@ def add_or_edit(
         typer.echo(
             f"{'Updated' if editing else 'Created'} profile '{p.name}' (version {p.version})."
         )
+        if not editing and p.is_default:
+            from postroom.profiles.schemas import NOW_DEFAULT
+
+            typer.echo(NOW_DEFAULT)
         _warn(p)
 
 

@@ -317,6 +317,19 @@ class FieldWarning(BaseModel):
     message: str
 
 
+#: said when a created profile became the system default (no default existed)
+NOW_DEFAULT = (
+    "It is now the system default: postroom's own mail (password resets) and processes "
+    "without a binding are sent through it."
+)
+#: said while no system default exists
+NO_DEFAULT = (
+    "No system default profile: postroom's own mail (password resets) and processes "
+    "without a binding have nowhere to go. Set one with 'Set as default' "
+    "(`postroom profile set-default NAME`)."
+)
+
+
 class ProfileUsage(BaseModel):
     """Messages this profile delivered (``sent``) or gave up on (``failed``: failed or
     bounced), among those queued in the last 7 and 30 days still in the outbox."""

@@ -378,6 +378,19 @@ class ProfileService:
                 target=spec.name,
                 details={"changes": diff_fields(None, row.spec, secrets=secrets)},
             )
+            if row.enabled and self._default_id(s) is None:
+                # A safe default: without one, postroom's own mail (password resets) and
+                # processes without a binding have nowhere to go.
+                self._flush(s, spec.name)
+                s.add(SystemSetting(key=DEFAULT_PROFILE_KEY, value=str(row.id)))
+                record(
+                    s,
+                    actor=actor,
+                    action="set_default",
+                    target_type="profile",
+                    target=spec.name,
+                    details={"previous": None, "reason": "no default existed"},
+                )
             self._commit(s, spec.name)
             return self._read(row, self._default_id(s))
 
@@ -532,6 +545,15 @@ class ProfileService:
                 .execution_options(synchronize_session=False)
             )
             s.commit()
+
+    def _flush(self, s: Session, name: str) -> None:
+        try:
+            s.flush()
+        except IntegrityError:
+            s.rollback()
+            raise ValidationError(
+                FieldError("name", f"a profile named '{name}' already exists")
+            ) from None
 
     def _commit(self, s: Session, name: str) -> None:
         try:

@@ -6,6 +6,7 @@ from fastapi import APIRouter, Response
 
 from postroom.api.deps import PostroomDep
 from postroom.api.schemas import Health
+from postroom.profiles.schemas import NO_DEFAULT
 
 __all__ = ["router"]
 
@@ -25,6 +26,7 @@ async def healthz() -> Health:  # no I/O: async spares it a worker-thread hop
 @router.get(
     "/readyz",
     response_model=Health,
+    response_model_exclude_none=True,
     summary="The database answers",
     responses={503: {"model": Health, "description": "The database does not answer"}},
 )
@@ -32,4 +34,5 @@ def readyz(postroom: PostroomDep, response: Response) -> Health:
     if not postroom.ping():
         response.status_code = 503
         return Health(status="unavailable", database="unreachable")
-    return Health(status="ok", database="ok")
+    warnings = [NO_DEFAULT] if postroom.get_default() is None else None
+    return Health(status="ok", database="ok", warnings=warnings)

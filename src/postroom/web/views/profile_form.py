@@ -19,7 +19,7 @@ from fastapi import Query, Request, Response
 from postroom.diagnostics.steps import Diagnosis
 from postroom.errors import ConnectionTestsDisabled, RateLimited, StaleVersion, ValidationError
 from postroom.profiles.detect import Detection
-from postroom.profiles.schemas import ProfileRead
+from postroom.profiles.schemas import NOW_DEFAULT, ProfileRead
 from postroom.profiles.service import ProfileInUse
 from postroom.web.core import EditorForm, SessionDep, UserDep, WebDep, WebUser, see_other
 from postroom.web.forms import (
@@ -247,7 +247,10 @@ def _submit(
         state.errors = {target: [exc.message]}
         return render_form(request, web, user, session, profile, state, status=409)
     verb = "created" if profile is None else "saved"
-    web.flash(request, "success", f"Profile '{saved.name}' {verb}.")
+    message = f"Profile '{saved.name}' {verb}."
+    if profile is None and saved.is_default:
+        message += " " + NOW_DEFAULT
+    web.flash(request, "success", message)
     return see_other(f"/settings/email/profiles/{saved.id}")
 
 

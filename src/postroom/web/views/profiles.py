@@ -11,7 +11,7 @@ from fastapi import Request, Response
 
 from postroom.diagnostics.steps import Diagnosis
 from postroom.errors import Conflict
-from postroom.profiles.schemas import ProfileRead
+from postroom.profiles.schemas import NO_DEFAULT, ProfileRead
 from postroom.profiles.service import ProfileInUse
 from postroom.web.core import EditorForm, UserDep, WebDep, see_other
 from postroom.web.views.common import Route, bound_counts, find_profile
@@ -35,6 +35,7 @@ def email_settings(request: Request, web: WebDep, user: UserDep) -> Response:
         title="Email Settings",
         profiles=web.pr.profiles.list(),
         counts=bound_counts(web.pr),
+        no_default=NO_DEFAULT if web.pr.get_default() is None else None,
         can_edit=user.can_edit,
     )
 
