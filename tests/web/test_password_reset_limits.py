@@ -181,18 +181,20 @@ def test_your_account_sets_the_recovery_address_after_the_password(
     sign_in(page, live_server.url, *accounts["viewer"])
     page.get_by_role("link", name="Your account").click()
     expect(page.get_by_text("No address is set")).to_be_visible()
+    # /account has a password form too: this test fills the recovery form's own field
+    recovery = page.get_by_role("group", name="Password recovery")
     page.get_by_label("Email address").fill("victor@example.com")
-    page.get_by_label("Current password").fill("not-my-password")
+    recovery.get_by_label("Current password").fill("not-my-password")
     page.get_by_role("button", name="Save email address").click()
     expect(page.locator("#account-current-password-error")).to_have_text(
         "is not your current password"
     )
     page.get_by_label("Email address").fill("nina@example.com")
-    page.get_by_label("Current password").fill(accounts["viewer"][1])
+    recovery.get_by_label("Current password").fill(accounts["viewer"][1])
     page.get_by_role("button", name="Save email address").click()
     expect(page.locator("#account-email-error")).to_have_text("another account uses this address")
     page.get_by_label("Email address").fill("victor@example.com")
-    page.get_by_label("Current password").fill(accounts["viewer"][1])
+    recovery.get_by_label("Current password").fill(accounts["viewer"][1])
     page.get_by_role("button", name="Save email address").click()
     expect(page.get_by_text("Reset links now go to victor@example.com.")).to_be_visible()
     shot(page, "account")
