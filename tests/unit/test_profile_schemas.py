@@ -157,3 +157,27 @@ def test_messages_do_not_leak_internals() -> None:
     got = messages(ProfileSpec, spec(smtp={"security": "ssl", "connect_timeout_s": 0}))
     assert got["smtp.security"] == "must be one of: starttls, tls, none"
     assert got["smtp.connect_timeout_s"] == ("must be greater than 0 (leave it empty for no limit)")
+
+
+def _mailbox_spec(username: str | None, from_address: str) -> ProfileSpec:
+    smtp: dict[str, object] = {"host": "smtp.example.net", "port": 587, "security": "starttls"}
+    if username:
+        smtp |= {"auth": "basic", "username": username, "password": "x"}
+    else:
+        smtp |= {"auth": "none"}
+    return parse_spec({"name": "p", "smtp": smtp, "sender": {"from_address": from_address}})
+
+
+def test_personal_consumer_accounts_and_mismatched_from_are_warned() -> None:
+    # issue 22 item 5: a dedicated service mailbox, not a person's
+    w = warnings_for(_mailbox_spec("jane.doe@gmail.com", "jane.doe@gmail.com"))
+    assert [x.field for x in w] == ["smtp.username"]
+    assert "personal account at gmail.com" in w[0].message and "dedicated" in w[0].message
+    w = warnings_for(_mailbox_spec(None, "ops@Outlook.com"))
+    assert [x.field for x in w] == ["sender.from_address"]
+    w = warnings_for(_mailbox_spec("jane@yahoo.com", "alerts@company.example"))
+    assert [x.field for x in w] == ["smtp.username", "sender.from_address"]
+    assert "differs from the username" in w[1].message
+    assert warnings_for(_mailbox_spec("alerts@company.example", "alerts@company.example")) == []
+    # a company server may allow any From of its domain: no mismatch warning
+    assert warnings_for(_mailbox_spec("relay@company.example", "alerts@company.example")) == []

@@ -4,6 +4,7 @@ first profile as the default."""
 from __future__ import annotations
 
 import asyncio
+import re
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -78,3 +79,17 @@ def test_last_used_and_counts_after_five_sends(
     expect(row_a.locator('[data-label="Last used"]')).to_contain_text("7 days: 5 sent")
     expect(row_b.locator('[data-label="Last used"]')).to_contain_text("Never")
     shot(page, "profile-list-usage")
+
+
+def test_personal_mailbox_is_warned_in_the_list(
+    page: Any, live_server: LiveServer, accounts: dict[str, Any], smtp_target: SmtpTarget
+) -> None:
+    data = _profile(smtp_target, "Personal")
+    data["smtp"]["username"] = "jane.doe@gmail.com"
+    data["sender"]["from_address"] = "alerts@postroom.test"
+    live_server.pr.profiles.create(data)
+    sign_in(page, live_server.url, *accounts["admin"])
+    badge = page.get_by_role("row").filter(has_text="Personal").locator(".badge-warn")
+    expect(badge).to_contain_text("2 warnings")
+    expect(badge).to_have_attribute("title", re.compile("personal account at gmail.com"))
+    expect(badge).to_have_attribute("title", re.compile("differs from the username"))

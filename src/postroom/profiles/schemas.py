@@ -369,9 +369,64 @@ def parse_spec(data: dict[str, Any]) -> ProfileSpec:
     return validate_model(ProfileSpec, data)
 
 
+#: consumer mail domains: an address there is a person's mailbox, not a service's
+CONSUMER_DOMAINS = frozenset(
+    {
+        "gmail.com", "googlemail.com", "outlook.com", "hotmail.com", "hotmail.co.uk",
+        "live.com", "msn.com", "yahoo.com", "yahoo.co.uk", "ymail.com", "icloud.com",
+        "me.com", "mac.com", "aol.com", "gmx.com", "gmx.de", "gmx.net", "web.de",
+        "mail.com", "yandex.ru", "yandex.com", "proton.me", "protonmail.com", "zoho.com",
+    }
+)  # fmt: skip
+#: these providers rewrite or refuse a From that is not the signed-in account
+SAME_FROM_DOMAINS = frozenset(
+    {"gmail.com", "googlemail.com", "outlook.com", "hotmail.com", "live.com", "msn.com",
+     "yahoo.com", "ymail.com", "icloud.com", "me.com", "mac.com", "aol.com"}
+)  # fmt: skip
+
+
+def _domain(address: str | None) -> str:
+    return address.rpartition("@")[2].strip().casefold() if address and "@" in address else ""
+
+
+def _mailbox_warnings(spec: ProfileSpec) -> list[FieldWarning]:
+    """A dedicated service mailbox, not a person's: warn about consumer accounts, and about
+    a From the provider will not accept from that account."""
+    out: list[FieldWarning] = []
+    username = spec.smtp.username if spec.smtp.auth is AuthMethod.BASIC else None
+    sender = spec.sender.from_address
+    for field, address in (("smtp.username", username), ("sender.from_address", sender)):
+        domain = _domain(address)
+        if domain in CONSUMER_DOMAINS:
+            out.append(
+                FieldWarning(
+                    field=field,
+                    message=f"'{address}' is a personal account at {domain}: use a dedicated "
+                    "service mailbox, so mail does not stop when the person leaves or changes "
+                    "the password, and their mailbox does not fill with bounces.",
+                )
+            )
+            break
+    if (
+        username
+        and "@" in username
+        and _domain(username) in SAME_FROM_DOMAINS
+        and username.casefold() != sender.casefold()
+    ):
+        out.append(
+            FieldWarning(
+                field="sender.from_address",
+                message=f"{_domain(username)} sends only as the signed-in account: the From "
+                f"'{sender}' differs from the username '{username}', so the provider will "
+                "replace or refuse it. Use the same address, or a verified alias.",
+            )
+        )
+    return out
+
+
 def warnings_for(spec: ProfileSpec) -> list[FieldWarning]:
     """Legal but suspicious combinations, saved as given and shown to the administrator."""
-    out: list[FieldWarning] = []
+    out: list[FieldWarning] = _mailbox_warnings(spec)
     smtp = spec.smtp
     if smtp.security is Security.STARTTLS and smtp.port == 465:
         out.append(
