@@ -7,6 +7,7 @@ from typing import Any
 
 from playwright.sync_api import expect
 
+from tests.conftest import clear_default
 from tests.web.conftest import LiveServer, shot, sign_in
 
 
@@ -44,6 +45,7 @@ def test_more_menu_of_the_only_row_shows_every_item(
     page: Any, live_server: LiveServer, accounts: dict[str, Any]
 ) -> None:
     live_server.pr.profiles.create(_spec("Solo"))
+    clear_default(live_server.pr)  # as the first profile it became the default (issue 22)
     sign_in(page, live_server.url, *accounts["admin"])
     labels = _assert_items_on_top(page, "Solo")
     assert labels[0] == "Duplicate Solo" and "Disable Solo" in labels and "Delete Solo" in labels
@@ -56,6 +58,7 @@ def test_more_menu_of_the_last_row_on_a_phone(
     page: Any, live_server: LiveServer, accounts: dict[str, Any]
 ) -> None:
     live_server.pr.profiles.create(_spec("Zulu"))
+    clear_default(live_server.pr)  # created while there was no default, it became it
     page.set_viewport_size({"width": 390, "height": 844})
     sign_in(page, live_server.url, *accounts["admin"])
     labels = _assert_items_on_top(page, "Zulu")
