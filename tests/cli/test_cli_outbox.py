@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from postroom import Postroom
 from postroom.cli import cli
+from tests.conftest import clear_default
 from tests.integration.smtp_fakes import raw_sink
 
 
@@ -48,10 +50,13 @@ def test_send_wait_json_and_outbox_show(run, tmp_path: Path) -> None:  # type: i
     assert "attempt" in run("outbox", "show", str(m["id"])).output
 
 
-def test_send_bad_input_exits_2_and_queues_nothing(run) -> None:  # type: ignore[no-untyped-def]
+def test_send_bad_input_exits_2_and_queues_nothing(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     add_profile(run, 1)
     r = run("send", "--profile", "sink", "--to", "x)<y@z.test>", "--text", "t")
     assert r.exit_code == 2 and "to" in r.output
+    # the first profile became the default (issue 22 item 4); without one, nothing resolves
+    with Postroom.open(tmp_path / "data") as app:
+        clear_default(app)
     assert run("send", "--to", "a@b.test", "--text", "t").exit_code == 2  # no profile, no default
     assert (
         run("send", "--profile", "sink", "--to", "a@b.test", "--header", "nocolon").exit_code == 2

@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 from pydantic.json_schema import models_json_schema
 
+from postroom.api.schemas import BulkAction
 from postroom.notify.compose import OutgoingMessage
 from postroom.oauth2.schemas import OAuth2ConfigSpec
 from postroom.profiles.schemas import ProfileSpec
@@ -106,7 +107,9 @@ class SendMessage(OutgoingMessage):
 
 
 def _send_schemas() -> dict[str, Any]:
-    _, top = models_json_schema([(SendMessage, "validation")], ref_template=_REF + "{model}")
+    _, top = models_json_schema(
+        [(SendMessage, "validation"), (BulkAction, "validation")], ref_template=_REF + "{model}"
+    )
     return dict(top.get("$defs", {}))
 
 

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from postroom.errors import FieldError, ValidationError
+from postroom.outbox.schemas import OutboxStatus
+from postroom.outbox.search import TERM_MAX
 
 __all__ = [
+    "BulkAction",
     "DefaultProfile",
     "Health",
     "ProfileDeleted",
@@ -54,3 +57,18 @@ def pop_version(body: dict[str, Any]) -> int | None:
             FieldError("version", "must be a whole number: the version you last read")
         )
     return version
+
+
+class BulkAction(BaseModel):
+    """Which messages to act on: the filters of ``GET /messages``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    action: Literal["retry", "cancel"]
+    status: OutboxStatus | None = None
+    profile: str | None = Field(default=None, max_length=100)
+    process: str | None = Field(default=None, max_length=200)
+    since: AwareDatetime | None = None
+    until: AwareDatetime | None = None
+    q: str | None = Field(default=None, max_length=TERM_MAX)
+    dry_run: bool = False

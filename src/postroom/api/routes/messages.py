@@ -4,14 +4,15 @@ within its key's processes and profiles, and reads only the messages it queued."
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel
 
 from postroom.api.deps import JsonObject, PostroomDep, PrincipalDep, require_admin
 from postroom.api.errors import ERROR_RESPONSES, error_responses
 from postroom.api.openapi import json_body
+from postroom.api.schemas import BulkAction
 from postroom.errors import FieldError, ValidationError
 from postroom.outbox.group_commit import GroupCommit
 from postroom.outbox.schemas import OutboxRead, OutboxStatus, OutboxSummary
@@ -117,21 +118,6 @@ def list_messages(
         ) from None
 
 
-class BulkRequest(BaseModel):
-    """Which messages to act on: the filters of ``GET /messages``."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    action: Literal["retry", "cancel"]
-    status: OutboxStatus | None = None
-    profile: str | None = Field(default=None, max_length=100)
-    process: str | None = Field(default=None, max_length=200)
-    since: AwareDatetime | None = None
-    until: AwareDatetime | None = None
-    q: str | None = Field(default=None, max_length=TERM_MAX)
-    dry_run: bool = False
-
-
 class BulkResult(BaseModel):
     action: str
     count: int
@@ -150,7 +136,7 @@ class BulkResult(BaseModel):
 )
 def bulk(postroom: PostroomDep, principal: PrincipalDep, body: JsonObject) -> BulkResult:
     """One audit entry records the filters and the count."""
-    req = validate_model(BulkRequest, body)
+    req = validate_model(BulkAction, body)
     filters: dict[str, Any] = {
         "status": req.status.value if req.status else None, "profile": req.profile,
         "process": req.process, "since": req.since, "until": req.until, "search": req.q,
