@@ -116,7 +116,7 @@ class Postroom:
             self.trusted_proxies = parse_trusted(settings.trusted_proxies)
         except ValueError as exc:
             raise ConfigurationError(str(exc)) from None
-        self.profiles = ProfileService(sessions, box)
+        self.profiles = ProfileService(sessions, box, unused_days=settings.profile_unused_days)
         self.bindings = Bindings(sessions)
         self.oauth2 = OAuth2Configs(sessions, box)
         self.oauth2_lifecycle = lifecycle_for(self)  # tokens, sign-ins; SMTP/IMAP use it
@@ -461,7 +461,9 @@ class Postroom:
 
     def _replace_box(self, box: SecretBox) -> None:
         self.box = box
-        self.profiles = ProfileService(self.sessions, box)
+        self.profiles = ProfileService(
+            self.sessions, box, unused_days=self.settings.profile_unused_days
+        )
         self.oauth2 = OAuth2Configs(self.sessions, box)
         self.actions._box = box
         self.hmac_keys.replace_box(box)

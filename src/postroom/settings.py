@@ -37,6 +37,9 @@ class Settings(BaseSettings):
     #: days a sent, failed, bounced or cancelled message is kept (with its body and
     #: attempts) before workers delete it; 0 keeps everything
     outbox_retention_days: int = Field(default=30, ge=0, le=3650)
+    #: a profile that is not the default, bound to no process and unused this many days
+    #: is flagged "unused" (a candidate to disable or delete)
+    profile_unused_days: int = Field(default=90, ge=1, le=3650)
     #: days a received message whose subscribers all succeeded (or a quarantined one) is
     #: kept, with its attachments, before serve / inbound run delete it; 0 keeps everything
     inbound_retention_days: int = Field(default=30, ge=0, le=3650)

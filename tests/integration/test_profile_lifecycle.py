@@ -106,3 +106,58 @@ def test_first_profile_becomes_the_default_with_an_audit_entry(app: Postroom) ->
     assert app.get_default() is None
     sink_profile(app, 1, "third")
     assert app.get_default() == "third"
+
+
+def test_unused_profiles_are_found_from_facts(app: Postroom) -> None:
+    from postroom.db.tables import Profile
+
+    for name in ("default", "bound", "fresh", "old", "old used"):
+        sink_profile(app, 1, name)
+    app.bind("nightly", "bound")
+    long_ago = utcnow() - timedelta(days=120)
+    with app.sessions() as s:
+        for name in ("default", "bound", "old", "old used"):
+            s.execute(update(Profile).where(Profile.name == name).values(created_at=long_ago))
+        s.execute(
+            update(Profile)
+            .where(Profile.name == "old used")
+            .values(last_used_at=utcnow() - timedelta(days=100))
+        )
+        s.execute(update(Profile).where(Profile.name == "bound").values(last_used_at=long_ago))
+        s.commit()
+    flagged = {p.name: p.unused for p in app.profiles.list(unused=True)}
+    assert sorted(flagged) == ["old", "old used"]
+    assert "never used" in (flagged["old"] or "") and "more than 90 days" in (flagged["old"] or "")
+    assert "bound to no process" in (flagged["old used"] or "")
+    assert app.profiles.get("fresh").unused is None and app.profiles.get("old").unused
+
+
+def test_unused_in_rest_and_cli(app: Postroom) -> None:
+    from fastapi.testclient import TestClient
+    from typer.testing import CliRunner
+
+    from postroom.api.app import create_app
+    from postroom.cli import cli
+    from postroom.db.tables import Profile
+
+    sink_profile(app, 1, "main")
+    sink_profile(app, 1, "stale")
+    with app.sessions() as s:
+        old = utcnow() - timedelta(days=200)
+        s.execute(update(Profile).where(Profile.name == "stale").values(created_at=old))
+        s.commit()
+    key = app.accounts.create_api_key("ops", role="admin").key
+    with TestClient(create_app(app)) as client:
+        headers = {"Authorization": f"Bearer {key}"}
+        got = client.get("/api/v1/profiles", params={"unused": "true"}, headers=headers)
+        assert [p["name"] for p in got.json()] == ["stale"]
+        assert "never used" in got.json()[0]["unused"]
+        everything = client.get("/api/v1/profiles", headers=headers).json()
+        assert [p["name"] for p in everything] == ["main", "stale"]
+    env = {"POSTROOM_DATA_DIR": str(app.settings.data_dir)}
+    if app.settings.database_url:
+        env["POSTROOM_DATABASE_URL"] = app.settings.database_url
+    r = CliRunner().invoke(cli, ["profile", "list", "--unused"], env=env)
+    assert r.exit_code == 0, r.output
+    assert "stale" in r.output and "main" not in r.output.replace("(* = system default)", "")
+    assert "unused: stale: not the default, bound to no process, and never used" in r.output

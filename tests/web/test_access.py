@@ -7,6 +7,7 @@ from typing import Any
 
 from playwright.sync_api import expect
 
+from tests.conftest import clear_default
 from tests.web.conftest import LiveServer, shot, sign_in
 
 
@@ -35,6 +36,7 @@ def test_viewer_sees_everything_and_changes_nothing(
 ) -> None:
     pr = live_server.pr
     profile = pr.profiles.create(_profile("Read only"))
+    clear_default(pr)  # it became the default as the first profile; the viewer must not set it
     sign_in(page, live_server.url, *accounts["viewer"])
     expect(page.get_by_role("row").filter(has_text="Read only")).to_be_visible()
     expect(page.get_by_role("link", name="+ New profile")).to_have_count(0)

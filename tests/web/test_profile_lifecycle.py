@@ -93,3 +93,33 @@ def test_personal_mailbox_is_warned_in_the_list(
     expect(badge).to_contain_text("2 warnings")
     expect(badge).to_have_attribute("title", re.compile("personal account at gmail.com"))
     expect(badge).to_have_attribute("title", re.compile("differs from the username"))
+
+
+def test_unused_profile_is_flagged_filtered_and_disabled_in_one_click(
+    page: Any, live_server: LiveServer, accounts: dict[str, Any], smtp_target: SmtpTarget
+) -> None:
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from postroom.db.tables import Profile, utcnow
+
+    pr = live_server.pr
+    if pr.get_default() is None:  # else the first profile would be the default: never unused
+        pr.profiles.create(_profile(smtp_target, "Keeper"))
+    pr.profiles.create(_profile(smtp_target, "Stale one"))
+    with pr.sessions() as s:
+        old = utcnow() - timedelta(days=200)
+        s.execute(update(Profile).where(Profile.name == "Stale one").values(created_at=old))
+        s.commit()
+    sign_in(page, live_server.url, *accounts["admin"])
+    row = page.get_by_role("row").filter(has_text="Stale one")
+    expect(row.locator(".unused-reason")).to_contain_text("bound to no process, and never used")
+    page.get_by_role("link", name="Show unused profiles only").click()
+    names = page.locator("td.name > a").all_inner_texts()
+    assert names == ["Stale one"], names
+    shot(page, "profile-list-unused")
+    page.locator('summary[aria-label="More actions for Stale one"]').click()
+    page.get_by_label("Disable Stale one", exact=True).click()
+    expect(page.get_by_text("Profile 'Stale one' disabled.")).to_be_visible()
+    assert pr.profiles.get("Stale one").enabled is False

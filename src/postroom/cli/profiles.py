@@ -138,10 +138,15 @@ def _warn(p: ProfileRead) -> None:
 
 @profile_app.command("list")
 @handle_errors
-def list_profiles(as_json: JsonOpt = False) -> None:
+def list_profiles(
+    as_json: JsonOpt = False,
+    unused: Annotated[
+        bool, typer.Option("--unused", help="Only profiles flagged unused, with the reason.")
+    ] = False,
+) -> None:
     """List profiles."""
     with opened() as app:
-        profiles = app.profiles.list()
+        profiles = app.profiles.list(unused=unused)
         bound: dict[str, int] = {}
         for b in app.bindings.list():
             bound[b.profile] = bound.get(b.profile, 0) + 1
@@ -149,7 +154,11 @@ def list_profiles(as_json: JsonOpt = False) -> None:
         print_json(profiles)
         return
     if not profiles:
-        typer.echo("No email profiles configured. Create one with `postroom profile add NAME …`.")
+        typer.echo(
+            "No unused profiles."
+            if unused
+            else "No email profiles configured. Create one with `postroom profile add NAME …`."
+        )
         return
     rows = [
         [
@@ -185,6 +194,9 @@ def list_profiles(as_json: JsonOpt = False) -> None:
         )  # fmt: skip
     )
     typer.echo("(* = system default)")
+    for p in profiles:
+        if p.unused:
+            typer.echo(f"unused: {p.name}: {p.unused}")
 
 
 @profile_app.command("show")

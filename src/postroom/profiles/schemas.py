@@ -361,6 +361,8 @@ class ProfileRead(BaseModel):
     last_used_at: datetime | None = None
     secret_rotated_at: datetime | None = None
     usage: ProfileUsage = ProfileUsage()
+    #: why the profile looks obsolete (not default, bound to nothing, unused for N days)
+    unused: str | None = None
     warnings: list[FieldWarning] = []
 
 

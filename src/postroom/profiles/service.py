@@ -105,9 +105,27 @@ def _stored_spec(spec: ProfileSpec) -> dict[str, Any]:
 class ProfileService:
     """The profiles of one postroom database. Methods take names (case-insensitive)."""
 
-    def __init__(self, sessions: sessionmaker[Session], box: SecretBox) -> None:
+    def __init__(
+        self, sessions: sessionmaker[Session], box: SecretBox, *, unused_days: int = 90
+    ) -> None:
         self._sessions = sessions
         self._box = box
+        self._unused_days = unused_days
+
+    def _unused(self, row: Profile, default_id: int | None, bound: set[int]) -> str | None:
+        """Why ``row`` looks obsolete, or None: found from facts, not guessed."""
+        if row.id == default_id or row.id in bound:
+            return None
+        last = row.last_used_at or row.created_at
+        if utcnow() - last < timedelta(days=self._unused_days):
+            return None
+        used = f"last used {row.last_used_at:%Y-%m-%d}" if row.last_used_at else "never used"
+        return (
+            f"not the default, bound to no process, and {used} (more than {self._unused_days} days)"
+        )
+
+    def _bound_ids(self, s: Session) -> set[int]:
+        return set(s.scalars(select(Binding.profile_id).distinct()))
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -161,7 +179,11 @@ class ProfileService:
         return out
 
     def _read(
-        self, row: Profile, default_id: int | None, usage: ProfileUsage | None = None
+        self,
+        row: Profile,
+        default_id: int | None,
+        usage: ProfileUsage | None = None,
+        unused: str | None = None,
     ) -> ProfileRead:
         spec = copy.deepcopy(row.spec)
         spec["smtp"]["password_set"] = row.smtp_password is not None
@@ -179,6 +201,7 @@ class ProfileService:
             last_used_at=row.last_used_at,
             secret_rotated_at=row.secret_rotated_at,
             usage=usage or ProfileUsage(),
+            unused=unused,
             warnings=warnings_for(parsed),
         )
 
@@ -187,15 +210,22 @@ class ProfileService:
         with self._sessions() as s:
             row = self._row(s, name)
             usage = self._usage_counts(s, [row.id]).get(row.id)
-            return self._read(row, self._default_id(s), usage)
+            default_id = self._default_id(s)
+            unused = self._unused(row, default_id, self._bound_ids(s))
+            return self._read(row, default_id, usage, unused)
 
-    def list(self) -> list[ProfileRead]:
-        """Every profile, by name."""
+    def list(self, *, unused: bool = False) -> list[ProfileRead]:
+        """Every profile, by name; ``unused``: only those flagged unused."""
         with self._sessions() as s:
             default_id = self._default_id(s)
             usage = self._usage_counts(s)
+            bound = self._bound_ids(s)
             rows = s.scalars(select(Profile).order_by(func.lower(Profile.name)))
-            return [self._read(r, default_id, usage.get(r.id)) for r in rows]
+            out = [
+                self._read(r, default_id, usage.get(r.id), self._unused(r, default_id, bound))
+                for r in rows
+            ]
+            return [p for p in out if p.unused] if unused else out
 
     def spec_with_secrets(self, name: str, /) -> ProfileSpec:
         """The full spec with passwords decrypted and references resolved (adapters only)."""

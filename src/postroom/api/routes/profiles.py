@@ -55,8 +55,8 @@ def set_default(name: str, postroom: PostroomDep, admin: AdminDep) -> ProfileRea
 
 
 @router.get("", response_model=list[ProfileRead], summary="Every profile, by name")
-def list_profiles(postroom: PostroomDep) -> list[ProfileRead]:
-    return postroom.profiles.list()
+def list_profiles(postroom: PostroomDep, unused: bool = False) -> list[ProfileRead]:
+    return postroom.profiles.list(unused=unused)
 
 
 @router.post(
