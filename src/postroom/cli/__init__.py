@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING, Annotated
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 
@@ -32,6 +33,8 @@ if TYPE_CHECKING:
     from postroom.app import Postroom
 
 __all__ = ["cli", "main"]
+
+T = TypeVar("T")
 
 cli = typer.Typer(
     name="postroom",
@@ -65,6 +68,13 @@ cli.add_typer(admin_app, name="admin")
 cli.add_typer(apikey_app, name="apikey")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+PasswordStdinOpt = Annotated[
+    bool, typer.Option("--password-stdin", help="Read the password from stdin.")
+]
+PasswordEnvOpt = Annotated[
+    str | None,
+    typer.Option("--password-env", metavar="VAR", help="Read the password from this variable."),
+]
 
 
 @cli.command()
@@ -204,13 +214,8 @@ def keys_generate() -> None:
 @handle_errors
 def admin_create(
     username: str,
-    password_stdin: Annotated[
-        bool, typer.Option("--password-stdin", help="Read the password from stdin.")
-    ] = False,
-    password_env: Annotated[
-        str | None,
-        typer.Option("--password-env", metavar="VAR", help="Read the password from this variable."),
-    ] = None,
+    password_stdin: PasswordStdinOpt = False,
+    password_env: PasswordEnvOpt = None,
     role: Annotated[str, typer.Option(help="admin | viewer")] = "admin",
     email: Annotated[
         str | None,
@@ -218,11 +223,7 @@ def admin_create(
     ] = None,
 ) -> None:
     """Create a web UI account."""
-    password = read_secret(
-        stdin=password_stdin, env=password_env, prompt="Password", field="password"
-    )
-    if not password:
-        bad_input("password", "is required: use --password-stdin, --password-env or the prompt")
+    password = _password(password_stdin, password_env, prompt="Password")
     with opened() as app:
         app.accounts.create_admin(username, password, role=role, email=email, actor=CLI_ACTOR)
     typer.echo(f"Created {role} '{username}'.")
@@ -234,23 +235,18 @@ def admin_list(as_json: JsonOpt = False) -> None:
     """List web UI accounts (never a password)."""
     with opened() as app:
         admins = app.accounts.list_admins()
-    if as_json:
-        print_json(admins)
-        return
-    rows = [
-        [
+    _print_list(
+        admins,
+        as_json,
+        lambda a: [
             a.username,
             a.role,
             a.email or "-",
             f"{a.created_at:%Y-%m-%d}",
             "disabled" if a.disabled_at else "enabled",
-        ]
-        for a in admins
-    ]
-    typer.echo(
-        table(rows, ["username", "role", "email", "created", "state"])
-        if rows
-        else "No admin accounts."
+        ],
+        ["username", "role", "email", "created", "state"],
+        empty="No admin accounts.",
     )
 
 
@@ -283,23 +279,37 @@ def admin_set_role(
 @handle_errors
 def admin_reset_password(
     username: str,
-    password_stdin: Annotated[
-        bool, typer.Option("--password-stdin", help="Read the password from stdin.")
-    ] = False,
-    password_env: Annotated[
-        str | None,
-        typer.Option("--password-env", metavar="VAR", help="Read the password from this variable."),
-    ] = None,
+    password_stdin: PasswordStdinOpt = False,
+    password_env: PasswordEnvOpt = None,
 ) -> None:
     """Set a new password for an account; every session of it ends, its reset links die."""
-    password = read_secret(
-        stdin=password_stdin, env=password_env, prompt="New password", field="password"
-    )
-    if not password:
-        bad_input("password", "is required: use --password-stdin, --password-env or the prompt")
+    password = _password(password_stdin, password_env, prompt="New password")
     with opened() as app:
         app.accounts.set_password(username, password, actor=CLI_ACTOR)
     typer.echo(f"Password of '{username}' replaced; its sessions are signed out.")
+
+
+def _password(stdin: bool, env: str | None, *, prompt: str) -> str:
+    """An account's password from --password-stdin, --password-env or a hidden prompt."""
+    password = read_secret(stdin=stdin, env=env, prompt=prompt, field="password")
+    if not password:
+        bad_input("password", "is required: use --password-stdin, --password-env or the prompt")
+    return password
+
+
+def _print_list(
+    items: Sequence[T],
+    as_json: bool,
+    row: Callable[[T], list[str]],
+    headers: list[str],
+    *,
+    empty: str,
+) -> None:
+    """``items`` as JSON, or as a table of one ``row`` each (``empty`` when there are none)."""
+    if as_json:
+        print_json(items)
+        return
+    typer.echo(table([row(i) for i in items], headers) if items else empty)
 
 
 @apikey_app.command("create")
@@ -344,24 +354,19 @@ def apikey_list(as_json: JsonOpt = False) -> None:
     """List API keys (never the keys themselves)."""
     with opened() as app:
         keys = app.accounts.list_api_keys()
-    if as_json:
-        print_json(keys)
-        return
-    rows = [
-        [
+    _print_list(
+        keys,
+        as_json,
+        lambda k: [
             k.name,
             k.role,
             k.prefix + "…",
             f"{k.created_at:%Y-%m-%d}",
             "revoked" if k.revoked_at else "active",
             _scope_text(k.processes, k.profiles),
-        ]
-        for k in keys
-    ]
-    typer.echo(
-        table(rows, ["name", "role", "prefix", "created", "state", "limited to"])
-        if rows
-        else "No API keys."
+        ],
+        ["name", "role", "prefix", "created", "state", "limited to"],
+        empty="No API keys.",
     )
 
 
