@@ -81,6 +81,7 @@ def test_a_form_without_its_csrf_token_is_refused(
 ) -> None:
     pr = live_server.pr
     profile = pr.profiles.create(_profile("Csrf target"))
+    clear_default(pr)  # the first profile became the default (issue 22 item 4)
     sign_in(page, live_server.url, *accounts["admin"])
     page.goto(f"{live_server.url}/settings/email/profiles/{profile.id}")
     page.get_by_label("Profile name").fill("Renamed by a forged form")

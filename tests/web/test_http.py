@@ -12,7 +12,7 @@ import pytest
 from postroom import Postroom
 from postroom.api import create_app
 from postroom.settings import Settings
-from tests.conftest import basic_profile
+from tests.conftest import basic_profile, clear_default
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", UserWarning)
@@ -101,6 +101,7 @@ def test_pages_carry_security_headers_and_no_secret(admin: TestClient) -> None:
 
 
 def test_post_without_csrf_token_is_refused(admin: TestClient, pr: Postroom) -> None:
+    clear_default(pr)  # the first profile became the default (issue 22 item 4)
     response = admin.post("/settings/email/profiles/1/default", data={})
     assert response.status_code == 403
     assert "This form has expired" in response.text
@@ -108,6 +109,7 @@ def test_post_without_csrf_token_is_refused(admin: TestClient, pr: Postroom) -> 
 
 
 def test_viewer_posts_are_refused(pr: Postroom) -> None:
+    clear_default(pr)  # the first profile became the default (issue 22 item 4)
     with _client(pr) as client:
         _sign_in(client, "vic", "vic-password-123")
         token = _csrf(client.get("/settings/email").text)
