@@ -35,6 +35,15 @@ SearchOpt = Annotated[
         help="Recipient, subject or Message-ID contains this (any case), or an id.",
     ),
 ]
+StatusOpt = Annotated[
+    str | None, typer.Option(help="queued|sending|sent|retrying|failed|bounced|cancelled")
+]
+ProfileFilterOpt = Annotated[str | None, typer.Option(help="Only messages of this profile.")]
+ProcessFilterOpt = Annotated[str | None, typer.Option(help="Only messages of this process.")]
+# retry and cancel: one message by id, or every message the filter options match
+MessageIdArg = Annotated[
+    int | None, typer.Argument(help="A message id; or filter with the options.")
+]
 
 
 def _attachment(path: str) -> dict[str, Any]:
@@ -259,11 +268,9 @@ def _cut(text: str, width: int = 40) -> str:
 @outbox_app.command("list")
 @handle_errors
 def list_messages(
-    status: Annotated[
-        str | None, typer.Option(help="queued|sending|sent|retrying|failed|bounced|cancelled")
-    ] = None,
-    profile: Annotated[str | None, typer.Option(help="Only messages of this profile.")] = None,
-    process: Annotated[str | None, typer.Option(help="Only messages of this process.")] = None,
+    status: StatusOpt = None,
+    profile: ProfileFilterOpt = None,
+    process: ProcessFilterOpt = None,
     since: Annotated[
         str | None, typer.Option(help="YYYY-MM-DD or an ISO 8601 time with zone.")
     ] = None,
@@ -394,9 +401,6 @@ def _act(
     typer.echo(f"{done} message(s) {'queued again' if action == 'retry' else 'cancelled'}.")
 
 
-StatusOpt = Annotated[
-    str | None, typer.Option(help="queued|sending|sent|retrying|failed|bounced|cancelled")
-]
 SinceOpt = Annotated[
     str | None,
     typer.Option("--since", help="Created at or after: a UTC date or an ISO 8601 time with zone."),
@@ -411,12 +415,10 @@ YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Act without asking fo
 @outbox_app.command("retry")
 @handle_errors
 def retry(
-    id: Annotated[
-        int | None, typer.Argument(help="A message id; or filter with the options.")
-    ] = None,
+    id: MessageIdArg = None,
     status: StatusOpt = None,
-    profile: Annotated[str | None, typer.Option(help="Only messages of this profile.")] = None,
-    process: Annotated[str | None, typer.Option(help="Only messages of this process.")] = None,
+    profile: ProfileFilterOpt = None,
+    process: ProcessFilterOpt = None,
     since: SinceOpt = None,
     until: UntilOpt = None,
     search: SearchOpt = None,
@@ -430,12 +432,10 @@ def retry(
 @outbox_app.command("cancel")
 @handle_errors
 def cancel(
-    id: Annotated[
-        int | None, typer.Argument(help="A message id; or filter with the options.")
-    ] = None,
+    id: MessageIdArg = None,
     status: StatusOpt = None,
-    profile: Annotated[str | None, typer.Option(help="Only messages of this profile.")] = None,
-    process: Annotated[str | None, typer.Option(help="Only messages of this process.")] = None,
+    profile: ProfileFilterOpt = None,
+    process: ProcessFilterOpt = None,
     since: SinceOpt = None,
     until: UntilOpt = None,
     search: SearchOpt = None,
