@@ -22,6 +22,7 @@ import httpx
 from httpcore._backends.anyio import AnyIOStream
 
 from postroom.net.connect import ConnectFailed
+from postroom.net.http_connect import connect_first_tcp
 from postroom.net.policy import NetPolicy
 from postroom.net.proxy import open_tunnel
 from postroom.net.proxy_spec import ProxySpec
@@ -60,20 +61,14 @@ class _PolicyBackend(httpcore.AsyncNetworkBackend):
         if self._policy.proxy is not None:
             return await self._tunnel(self._policy.proxy, host, port, timeout)
         addresses = await resolve(host, port, policy=self._policy, timeout=timeout)
-        last: Exception | None = None
-        for address in addresses:
-            try:
-                return await self._inner.connect_tcp(
-                    address,
-                    port,
-                    timeout=timeout,
-                    local_address=local_address,
-                    socket_options=socket_options,
-                )
-            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
-                last = exc
-        assert last is not None
-        raise last
+        return await connect_first_tcp(
+            self._inner,
+            addresses,
+            port,
+            timeout=timeout,
+            local_address=local_address,
+            socket_options=socket_options,
+        )
 
     async def _tunnel(
         self, proxy: ProxySpec, host: str, port: int, timeout: float | None

@@ -35,6 +35,7 @@ import idna
 
 from postroom.errors import FieldError, ValidationError
 from postroom.net.dns import DnsFailed, DnsServer, query
+from postroom.net.http_connect import connect_first_tcp
 from postroom.net.policy import Allowed, NetPolicy, check
 from postroom.profiles.providers import DOMAINS, Preset, preset_by_key, provider_for_mx
 
@@ -283,14 +284,14 @@ class _Backend(httpcore.AsyncNetworkBackend):
             addresses = await self._lookup.addresses(host, port)
         except ConnectionError as exc:
             raise httpcore.ConnectError(str(exc)) from None
-        last: Exception | None = None
-        for address in addresses:
-            try:
-                return await self._inner.connect_tcp(address, port, timeout=timeout)
-            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
-                last = exc
-        assert last is not None
-        raise last
+        return await connect_first_tcp(
+            self._inner,
+            addresses,
+            port,
+            timeout=timeout,
+            local_address=local_address,
+            socket_options=socket_options,
+        )
 
     async def connect_unix_socket(
         self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
