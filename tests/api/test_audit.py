@@ -26,9 +26,11 @@ def test_profile_changes_are_audited_with_the_key_as_actor(admin: TestClient) ->
     admin.delete(path("profiles", "QA alerts") + "?force=true")
 
     entries = _entries(admin, target_type="profile", target="QA alerts")
-    assert [e["action"] for e in entries] == ["delete", "update", "update", "create"]
+    # the first profile becomes the system default, audited with it (issue 22 item 4)
+    actions = ["delete", "update", "update", "set_default", "create"]
+    assert [e["action"] for e in entries] == actions
     assert {e["actor"] for e in entries} == {"api:ci-key"}
-    delete, description, password, create = entries
+    delete, description, password, _, create = entries
 
     assert create["details"]["changes"]["smtp.password"] == "changed"
     assert create["details"]["changes"]["smtp.host"] == [None, "smtp.example.com"]
