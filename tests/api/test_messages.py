@@ -9,6 +9,7 @@ from fastapi.testclient import TestClient
 from postroom import Postroom
 from postroom.outbox.worker import Worker
 from tests.api.helpers import API, assert_error
+from tests.conftest import clear_default
 from tests.integration.smtp_fakes import raw_sink
 
 
@@ -54,6 +55,7 @@ def test_batch_is_one_transaction(app: Postroom, sender: TestClient) -> None:
 
 def test_bad_message_names_the_field(app: Postroom, sender: TestClient) -> None:
     profile(app)
+    clear_default(app)  # the first profile became the default (issue 22 item 4)
     assert_error(
         sender.post(
             f"{API}/messages", json={**MSG, "to": ["x)<y@z.test>"], "profile": "QA alerts"}
