@@ -18,6 +18,7 @@ from postroom.actions.service import ActionRead
 from postroom.api import create_app
 from postroom.inbound.schemas import InboundEvent
 from postroom.outbox.worker import Worker
+from tests.conftest import clear_default
 from tests.integration.smtp_fakes import raw_sink
 
 
@@ -203,6 +204,7 @@ def test_reply_decides_only_with_the_recipients_reply_token(app: Postroom) -> No
 
 def test_bad_requests_are_refused_and_nothing_is_kept(app: Postroom) -> None:
     setup(app, 1, base=None)
+    clear_default(app)  # so that an unbound process has no profile (issue 22 item 4)
     with pytest.raises(ValidationError) as exc:
         create(app)
     assert exc.value.field == "email_actions_base_url"

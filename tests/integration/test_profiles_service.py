@@ -10,7 +10,7 @@ from sqlalchemy import select, text
 from postroom import Conflict, NotFound, Postroom, StaleVersion, ValidationError
 from postroom.db.tables import Profile
 from postroom.errors import SecretReferenceError
-from tests.conftest import basic_profile
+from tests.conftest import basic_profile, clear_default
 
 CANARY = "CANARY-7f3a-secret"
 
@@ -160,6 +160,9 @@ def test_rename_keeps_bindings(app: Postroom) -> None:
 def test_explain_binding_default_and_none(app: Postroom) -> None:
     app.profiles.create(basic_profile("A"))
     app.profiles.create(basic_profile("B"))
+    e = app.explain("nightly")  # the first profile became the default (issue 22 item 4)
+    assert (e.profile, e.reason) == ("A", "default")
+    clear_default(app)
     assert app.explain("nightly").reason == "none"
     app.set_default("A")
     e = app.explain("nightly")
@@ -219,11 +222,12 @@ def test_audit_log_records_fields_and_hides_secrets(app: Postroom) -> None:
     app.profiles.create(basic_profile(), actor="cli")
     app.profiles.update("QA alerts", {"smtp": {"host": "smtp2.example.com", "password": "n"}})
     entries = app.audit.list()
-    assert [e.action for e in entries][:2] == ["update", "create"]
+    # the first profile also became the system default, audited (issue 22 item 4)
+    assert [e.action for e in entries][:3] == ["update", "set_default", "create"]
     changes = entries[0].details["changes"]
     assert changes["smtp.host"] == ["smtp.example.com", "smtp2.example.com"]
     assert changes["smtp.password"] == "changed"
-    assert entries[1].actor == "cli"
+    assert entries[2].actor == "cli"
     assert CANARY not in str([e.model_dump() for e in entries])
 
 
